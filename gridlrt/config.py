@@ -1,0 +1,184 @@
+"""Settings: the one place where gridlrt learns where the pool, the storage and the secrets are.
+
+Sources, lowest to highest priority: built-in defaults, a TOML file (``$GRIDLRT_CONFIG`` or
+``~/.config/gridlrt/config.toml``), ``GRIDLRT_*`` environment variables, and explicit
+overrides from command options (e.g. ``--pool``). Nothing is read at import time: call
+:func:`load_settings`.
+
+Secrets never live in the settings themselves; the settings only say *where* the credential
+files are. A password inside a pool URL is accepted for convenience but redacted everywhere
+(:func:`redact_url`) and reported by ``gridlrt doctor``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gridlrt.errors import ConfigError
+
+ENV_PREFIX = "GRIDLRT_"
+
+
+def data_dir() -> Path:
+    """gridlrt's per-user data directory (XDG): ``$XDG_DATA_HOME/gridlrt`` or ~/.local/share."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "gridlrt"
+
+
+def config_dir() -> Path:
+    """gridlrt's per-user config directory (XDG): ``$XDG_CONFIG_HOME/gridlrt`` or ~/.config."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "gridlrt"
+
+
+def default_config_file() -> Path:
+    env = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    return Path(env).expanduser() if env else config_dir() / "config.toml"
+
+
+def _default_pool() -> str:
+    return f"sqlite:///{data_dir() / 'pool.sqlite'}"
+
+
+def _default_storage_root() -> str:
+    return (data_dir() / "storage").as_uri()
+
+
+def _default_sandbox_root() -> str:
+    return (data_dir() / "sandboxes").as_uri()
+
+
+POOL_SCHEMES = ("sqlite", "http", "https")
+
+
+class Settings(BaseSettings):
+    """Where things are. Every field can be set in the config file or as ``GRIDLRT_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    pool: str = Field(
+        default_factory=_default_pool,
+        description="Token pool URL: sqlite:///path (embedded) or http(s)://host:port/db (CouchDB)",
+    )
+    pool_credentials: Path = Field(
+        default_factory=lambda: config_dir() / "couchdb.cred",
+        description="0600 file with username=... and password=... for a CouchDB pool",
+    )
+    storage_root: str = Field(
+        default_factory=_default_storage_root,
+        description="Base URL where step outputs are uploaded (file://, dav(s)://, srm://, ...)",
+    )
+    sandbox_root: str = Field(
+        default_factory=_default_sandbox_root,
+        description="Base URL where sandbox tarballs are pushed",
+    )
+    lta_credentials: Path = Field(
+        default_factory=lambda: Path.home() / ".stagingrc",
+        description="LTA stager credentials (user=/password= for v1, api_token= for StageIT)",
+    )
+    awe_config: Path = Field(
+        default_factory=lambda: Path.home() / ".awe" / "Environment.cfg",
+        description="Older LTA credentials file (database_user : ..., database_password : ...)",
+    )
+    x509_proxy: Path = Field(
+        default_factory=lambda: Path(
+            os.environ.get("X509_USER_PROXY") or f"/tmp/x509up_u{os.getuid()}"
+        ),
+        description="Grid proxy certificate (voms-proxy-init) used by gfal2 for srm/gsiftp/davs",
+    )
+
+    @field_validator("pool")
+    @classmethod
+    def _check_pool(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in POOL_SCHEMES:
+            raise ValueError(
+                f"pool URL {redact_url(value)!r} must start with sqlite:///, http:// or https://"
+            )
+        if scheme == "sqlite" and not value.startswith("sqlite:///"):
+            raise ValueError(
+                "embedded pool URL must be sqlite:///PATH (three slashes; "
+                "sqlite:////abs/path.sqlite for an absolute path)"
+            )
+        if scheme in ("http", "https") and not urlsplit(value).path.strip("/"):
+            raise ValueError(
+                f"CouchDB pool URL {redact_url(value)!r} needs a database name, e.g. "
+                "http://127.0.0.1:5984/lofar_tokens"
+            )
+        return value
+
+    @property
+    def pool_kind(self) -> str:
+        """``embedded`` or ``couchdb``."""
+        return "embedded" if self.pool.startswith("sqlite:") else "couchdb"
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The SQLite file of an embedded pool (``sqlite:///rel`` or ``sqlite:////abs``)."""
+        if self.pool_kind != "embedded":
+            raise ConfigError(f"pool {redact_url(self.pool)} is not an embedded (sqlite) pool")
+        return Path(self.pool.removeprefix("sqlite:///")).expanduser().absolute()
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix or remove the file") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from exc
+    # Accept either top-level keys or a [gridlrt] table.
+    table = data.get("gridlrt", data)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [gridlrt] must be a table of settings")
+    return dict(table)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings: defaults < config file < ``GRIDLRT_*`` env < non-None overrides."""
+    path = config_file or default_config_file()
+    file_values = _read_config_file(path)
+    env_names = {
+        name for name in Settings.model_fields if f"{ENV_PREFIX}{name.upper()}" in os.environ
+    }
+    # Environment beats the file: drop file values that the environment sets.
+    values = {k: v for k, v in file_values.items() if k not in env_names}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        msg = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            known = ", ".join(Settings.model_fields)
+            msg = f"unknown setting (known: {known})"
+        if where in overrides:
+            origin = f"--{where.replace('_', '-')}"
+        elif f"{ENV_PREFIX}{where.upper()}" in os.environ:
+            origin = f"{ENV_PREFIX}{where.upper()}"
+        else:
+            origin = f"{path}: {where}"
+        raise ConfigError(f"{origin}: {msg}") from exc
+
+
+def redact_url(url: str) -> str:
+    """Hide any password in ``url`` (``https://user:***@host/db``); other URLs pass unchanged."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,68 @@
+"""Reading secrets safely: key=value files that must be private (0600), and the environment.
+
+Secrets are read only when a caller needs them (never at import time), are never logged, and
+never go into argv, JDL or token documents. Files may use ``key=value`` (``~/.stagingrc``,
+gridlrt's own) or ``key : value`` (``~/.awe/Environment.cfg``) lines; ``#`` starts a comment.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from gridlrt.config import ENV_PREFIX, Settings
+from gridlrt.errors import CredentialsError
+
+
+def ensure_private(path: Path) -> None:
+    """Refuse a secrets file that group or others can read or write."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise CredentialsError(
+            f"{path} is accessible by others (mode {mode:04o}); run: chmod 600 {path}"
+        )
+
+
+def read_key_value_file(path: Path, *, private: bool = True) -> dict[str, str]:
+    """Parse ``key=value`` / ``key : value`` lines. Values are returned, never shown."""
+    try:
+        if private:
+            ensure_private(path)
+        text = path.read_text()
+    except FileNotFoundError as exc:
+        raise CredentialsError(f"{path} does not exist") from exc
+    except PermissionError as exc:
+        raise CredentialsError(f"{path} is not readable by you") from exc
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        eq, colon = line.find("="), line.find(":")
+        cut = min(i for i in (eq, colon) if i >= 0) if max(eq, colon) >= 0 else -1
+        if cut <= 0:
+            raise CredentialsError(f"{path}:{number}: expected key=value (value not shown)")
+        values[line[:cut].strip()] = line[cut + 1 :].strip()
+    return values
+
+
+def couchdb_auth(settings: Settings) -> tuple[str, str] | None:
+    """CouchDB credentials: ``GRIDLRT_POOL_USERNAME``/``_PASSWORD``, else the 0600
+    ``pool_credentials`` file, else user:password in the pool URL, else none (admin party)."""
+    user = os.environ.get(f"{ENV_PREFIX}POOL_USERNAME")
+    password = os.environ.get(f"{ENV_PREFIX}POOL_PASSWORD")
+    if user and password:
+        return user, password
+    if settings.pool_credentials.exists():
+        values = read_key_value_file(settings.pool_credentials)
+        if not values.get("username") or not values.get("password"):
+            raise CredentialsError(
+                f"{settings.pool_credentials} needs username=... and password=... lines"
+            )
+        return values["username"], values["password"]
+    parts = urlsplit(settings.pool)
+    if parts.username and parts.password:
+        return unquote(parts.username), unquote(parts.password)
+    return None
