@@ -1,0 +1,68 @@
+"""The root ``gridlrt`` command and its sub-command groups."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gridlrt import __version__
+from gridlrt.cli.common import err_console
+from gridlrt.cli.doctor import doctor_command
+from gridlrt.errors import GridlrtError
+
+app = typer.Typer(
+    name="gridlrt",
+    help="LOFAR Reduction Tools for the grid: stage LTA data, fill a token pool, ship a "
+    "sandbox, run pilots (local, Slurm, DIRAC), and watch them work.\n\n"
+    "Start with `gridlrt doctor` to see what this node has.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold secrets
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gridlrt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Settings file (TOML). Default: $GRIDLRT_CONFIG or ~/.config/gridlrt/config.toml.",
+            show_default=False,
+        ),
+    ] = None,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log output.")
+    ] = 0,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+app.command("doctor")(doctor_command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: user errors become one line on stderr and exit 1."""
+    try:
+        app(args=argv, prog_name="gridlrt")
+    except GridlrtError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)
