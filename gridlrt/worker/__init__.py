@@ -1,0 +1,1 @@
+"""The worker pilot: claims tokens, runs steps, uploads results."""
