@@ -26,6 +26,22 @@ class PoolError(GridlrtError):
     """The token pool cannot be reached or answered unexpectedly."""
 
 
+class PoolUnavailable(PoolError):
+    """The pool did not answer after bounded retries."""
+
+
+class TokenNotFound(PoolError):
+    """No token with that id."""
+
+
+class LostClaim(PoolError):
+    """The token is no longer held by this pilot (recovered, reset, or finished elsewhere)."""
+
+
+class MalformedToken(PoolError):
+    """A document in the pool is not a valid token."""
+
+
 class StorageError(GridlrtError):
     """A storage operation (gfal2) failed."""
 

@@ -1,0 +1,312 @@
+"""The CouchDB pool: a PiCaS-compatible database spoken to over HTTP with ``requests``.
+
+Exclusive claims rest on CouchDB's multi-version concurrency control: a claimer reads todo
+rows *with their documents* (``include_docs``), checks each document really is todo, and
+writes it back with the ``_rev`` it read. Only one writer can succeed for a revision; a loser
+gets 409 and tries another candidate. (PiCaS re-reads the document after the view and writes
+it without re-checking ``lock``, which is how two of its workers can "win" one token.)
+Concurrent claimers pick at random within the first rows of the claim view, so they rarely
+collide, and back off with jitter when they do.
+
+Every request is retried with backoff on connection errors and 5xx answers, a bounded number
+of times; then :class:`~gridlrt.errors.PoolUnavailable` says so in one line. Credentials go in
+the HTTP session, never in a URL that is shown.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import requests
+
+from gridlrt.config import redact_url
+from gridlrt.errors import CredentialsError, PoolError, PoolUnavailable, TokenNotFound
+from gridlrt.tokens import design, transitions
+from gridlrt.tokens.model import PilotInfo, Token, TokenStatus
+from gridlrt.tokens.pool import CreateResult, Overview, TokenPool, parse_token
+
+log = logging.getLogger(__name__)
+
+RETRIES = 5
+CLAIM_WINDOW = 32  # todo rows a claimer reads at once and picks among at random
+VIEW = f"{design.DESIGN_ID}/_view"
+
+
+def strip_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+class CouchDBPool(TokenPool):
+    """Token pool in a CouchDB (or CouchDB-compatible) database."""
+
+    def __init__(
+        self,
+        url: str,
+        auth: tuple[str, str] | None = None,
+        *,
+        timeout: float = 60.0,
+        retries: int = RETRIES,
+    ) -> None:
+        super().__init__()
+        self.db_url = strip_credentials(url)
+        self.url = redact_url(self.db_url)
+        self.timeout = timeout
+        self.retries = retries
+        self.session = requests.Session()
+        self.session.auth = auth
+        self.session.headers["Accept"] = "application/json"
+
+    def close(self) -> None:
+        self.session.close()
+
+    # --- HTTP ------------------------------------------------------------------------------
+
+    def _request(
+        self, method: str, path: str = "", *, ok: Sequence[int] = (200, 201), **kwargs: Any
+    ) -> requests.Response:
+        """One request with bounded retries; statuses outside ``ok`` and 409 raise."""
+        url = f"{self.db_url}/{path}" if path else self.db_url
+        kwargs.setdefault("timeout", self.timeout)
+        problem = ""
+        for attempt in range(self.retries):
+            try:
+                response = self.session.request(method, url, **kwargs)
+            except requests.RequestException as exc:
+                problem = f"{type(exc).__name__}"
+            else:
+                if response.status_code < 500:
+                    break
+                problem = f"HTTP {response.status_code}"
+            if attempt + 1 < self.retries:
+                delay = min(5.0, 0.2 * 2**attempt) * (0.5 + random.random())
+                log.info("pool %s: %s, retrying in %.1f s", self.url, problem, delay)
+                time.sleep(delay)
+        else:
+            raise PoolUnavailable(
+                f"token pool {self.url} unreachable after {self.retries} attempts ({problem}); "
+                "check the URL and that the server runs"
+            )
+        if response.status_code in ok or response.status_code == 409:
+            return response
+        if response.status_code == 401:
+            raise CredentialsError(
+                f"CouchDB at {self.url} refused the credentials; check pool_credentials "
+                "(or GRIDLRT_POOL_USERNAME/GRIDLRT_POOL_PASSWORD)"
+            )
+        if response.status_code == 403:
+            raise CredentialsError(f"CouchDB user may not access {self.url}; ask its admin")
+        if response.status_code == 404 and not path:
+            raise PoolUnavailable(f"database {self.url} does not exist; run `gridlrt pool init`")
+        if response.status_code == 404:
+            raise TokenNotFound(f"not found in {self.url}: {path.split('?')[0]}")
+        raise PoolError(
+            f"CouchDB {self.url} answered HTTP {response.status_code} to {method} "
+            f"{path.split('?')[0] or '/'}: {response.text[:200]}"
+        )
+
+    def _view(self, name: str, **params: Any) -> list[dict[str, Any]]:
+        query = {k: json.dumps(v) if k.endswith("key") else v for k, v in params.items()}
+        return list(self._request("GET", f"{VIEW}/{name}", params=query).json()["rows"])
+
+    @staticmethod
+    def _doc_path(token_id: str) -> str:
+        return quote(token_id, safe="")
+
+    # --- primitives ----------------------------------------------------------------------
+
+    def init(self) -> None:
+        response = self._request("PUT", ok=(201, 202, 412))
+        if response.status_code in (201, 202):
+            log.info("created database %s", self.url)
+        got = self._request("GET", design.DESIGN_ID, ok=(200, 404))
+        existing = got.json() if got.status_code == 200 else None
+        wanted = design.merged(existing)
+        if wanted is not None:
+            put = self._request("PUT", design.DESIGN_ID, json=wanted)
+            if put.status_code == 409:
+                raise PoolError(f"design document of {self.url} changed meanwhile; run init again")
+
+    def _insert(self, docs: Sequence[dict[str, Any]]) -> CreateResult:
+        response = self._request("POST", "_bulk_docs", json={"docs": list(docs)})
+        result = CreateResult()
+        for row in response.json():
+            if "error" not in row:
+                result.created.append(row["id"])
+            elif row["error"] == "conflict":
+                result.duplicates.append(row["id"])
+            else:
+                raise PoolError(
+                    f"cannot create token {row['id']}: {row.get('reason', row['error'])}"
+                )
+        return result
+
+    def _get_doc(self, token_id: str) -> dict[str, Any]:
+        response = self._request("GET", self._doc_path(token_id), ok=(200, 404))
+        if response.status_code == 404:
+            raise TokenNotFound(f"no token {token_id!r} in {self.url}")
+        doc: dict[str, Any] = response.json()
+        return doc
+
+    def _put(self, token: Token) -> str | None:
+        """Write with the token's ``_rev``; the new rev, or None on a conflict."""
+        response = self._request("PUT", self._doc_path(token.id), json=token.to_doc())
+        if response.status_code == 409:
+            return None
+        return str(response.json()["rev"])
+
+    def _update(self, token_id: str, change: Callable[[Token], Token]) -> Token:
+        for attempt in range(50):
+            new = change(self.get(token_id))
+            rev = self._put(new)
+            if rev is not None:
+                new.rev = rev
+                return new
+            time.sleep(min(1.0, 0.01 * 2**attempt) * random.random())
+        raise PoolError(f"token {token_id} keeps changing under us in {self.url}; try again")
+
+    def claim(self, who: PilotInfo, step: str | None = None) -> Token | None:
+        for round_ in range(100):
+            window = CLAIM_WINDOW + len(self.malformed.reasons)
+            if step is None:
+                rows = self._view("gridlrt_todo_any", limit=window, include_docs="true")
+            else:
+                rows = self._view(
+                    "gridlrt_todo",
+                    startkey=[step],
+                    endkey=[step, {}],
+                    limit=window,
+                    include_docs="true",
+                )
+            candidates = [r for r in rows if r.get("doc") and r["id"] not in self.malformed.reasons]
+            if not candidates:
+                return None
+            conflicts = 0
+            for row in self._claim_order(candidates):
+                token = parse_token(row["doc"], self.malformed)
+                if token is None or token.status is not TokenStatus.TODO:
+                    continue
+                new = transitions.claim(token, who, time.time())
+                rev = self._put(new)
+                if rev is not None:
+                    new.rev = rev
+                    return new
+                conflicts += 1
+            if conflicts:
+                time.sleep(min(0.5, 0.01 * 2 ** min(round_, 6)) * random.random())
+        raise PoolError(f"could not claim a token in {self.url} after 100 rounds of conflicts")
+
+    @staticmethod
+    def _claim_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The head row first (strict priority-then-age order when nobody competes), then, for
+        those who lost it, the other rows of the same priority in random order, so concurrent
+        claimers scatter instead of colliding again. Lower priorities wait for the next read."""
+        head, rest = rows[0], rows[1:]
+        same = [r for r in rest if r["doc"].get("priority", 0) == head["doc"].get("priority", 0)]
+        random.shuffle(same)
+        return [head, *same[:8]]
+
+    def _iter_docs(
+        self, status: TokenStatus | None = None, step: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        if status is None:
+            yield from self._iter_all(step)
+            return
+        start: list[Any] = [status.value] if step is None else [status.value, step]
+        end: list[Any] = [*start, {}]
+        skip = 0
+        while True:
+            rows = self._view(
+                "gridlrt_status",
+                reduce="false",
+                include_docs="true",
+                startkey=start,
+                endkey=end,
+                limit=1000,
+                skip=skip,
+            )
+            for row in rows:
+                if row.get("doc"):
+                    yield row["doc"]
+            if len(rows) < 1000:
+                return
+            start, skip = row["key"], 1
+
+    def _iter_all(self, step: str | None) -> Iterator[dict[str, Any]]:
+        startkey: str | None = None
+        while True:
+            params: dict[str, Any] = {"include_docs": "true", "limit": 1000}
+            if startkey is not None:
+                params.update(startkey=json.dumps(startkey), skip=1)
+            rows = self._request("GET", "_all_docs", params=params).json()["rows"]
+            for row in rows:
+                doc = row.get("doc") or {}
+                if doc.get("type") == "token" and (
+                    step is None or (doc.get("step") or "default") == step
+                ):
+                    yield doc
+            if len(rows) < 1000:
+                return
+            startkey = rows[-1]["id"]
+
+    def overview(self) -> Overview:
+        counts: dict[str, dict[str, int]] = {}
+        for row in self._view("gridlrt_status", group_level=2):
+            status, step = row["key"]
+            counts.setdefault(step, {})[status] = row["value"]
+        return Overview(counts=counts)
+
+    def _stale_ids(self, before: float) -> list[str]:
+        return [r["id"] for r in self._view("gridlrt_heartbeat", endkey=before)]
+
+    def delete(self, token_ids: Iterable[str]) -> int:
+        ids = list(token_ids)
+        deleted = 0
+        for i in range(0, len(ids), 1000):
+            chunk = ids[i : i + 1000]
+            rows = self._request("POST", "_all_docs", json={"keys": chunk}).json()["rows"]
+            docs = [
+                {"_id": r["id"], "_rev": r["value"]["rev"], "_deleted": True}
+                for r in rows
+                if "value" in r and not r["value"].get("deleted")
+            ]
+            if docs:
+                answer = self._request("POST", "_bulk_docs", json={"docs": docs}).json()
+                deleted += sum(1 for r in answer if "error" not in r)
+        return deleted
+
+    def attach(
+        self, token_id: str, name: str, data: bytes, content_type: str = "text/plain"
+    ) -> None:
+        for _ in range(50):
+            rev = self._get_doc(token_id)["_rev"]
+            response = self._request(
+                "PUT",
+                f"{self._doc_path(token_id)}/{quote(name, safe='')}",
+                params={"rev": rev},
+                data=data,
+                headers={"Content-Type": content_type},
+            )
+            if response.status_code != 409:
+                return
+            time.sleep(0.05 * random.random())
+        raise PoolError(f"token {token_id} keeps changing; attachment {name} not stored")
+
+    def attachment(self, token_id: str, name: str) -> bytes:
+        response = self._request(
+            "GET", f"{self._doc_path(token_id)}/{quote(name, safe='')}", ok=(200, 404)
+        )
+        if response.status_code == 404:
+            raise TokenNotFound(f"token {token_id!r} has no attachment {name!r}")
+        return response.content
+
+    def attachment_names(self, token_id: str) -> list[str]:
+        return sorted(self._get_doc(token_id).get("_attachments", {}))

@@ -1,0 +1,218 @@
+"""The token: one unit of work, as a JSON document that PiCaS and gridlrt both understand.
+
+The PiCaS fields keep their meanings (``type``, ``lock``/``done`` as 0 or epoch seconds,
+``hostname``, ``scrub_count``, ``input``, ``output``, ``exit_code``, ``error``); gridlrt adds a
+fine-grained ``status``, a ``heartbeat``, one :class:`Attempt` per claim, ``created``,
+``priority``, the step and its parameters, and upload results. Unknown fields are kept, so a
+document round-trips through gridlrt unchanged apart from what gridlrt sets.
+
+The PiCaS state of a token is a pure function of ``lock``, ``done`` and ``exit_code``
+(:func:`picas_state`); gridlrt's ``status`` refines it and is derived from it for tokens that
+PiCaS wrote (which have no ``status``).
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_STEP = "default"
+
+
+class TokenStatus(StrEnum):
+    """Where a token is in its life. The middle four are all PiCaS's "locked"."""
+
+    TODO = "todo"
+    LOCKED = "locked"
+    DOWNLOADING = "downloading"
+    RUNNING = "running"
+    UPLOADING = "uploading"
+    DONE = "done"
+    ERROR = "error"
+
+    @property
+    def picas(self) -> str:
+        """The PiCaS view this status shows up in."""
+        return "locked" if self in ACTIVE else self.value
+
+
+ACTIVE = frozenset(
+    {TokenStatus.LOCKED, TokenStatus.DOWNLOADING, TokenStatus.RUNNING, TokenStatus.UPLOADING}
+)
+
+
+def _as_int(value: Any) -> int | None:
+    """JavaScript's ``parseInt`` as PiCaS's views apply it to ``exit_code``."""
+    try:
+        return int(str(value).strip().split(".")[0])
+    except (TypeError, ValueError):
+        return None
+
+
+def picas_state(lock: float, done: float, exit_code: Any) -> str:
+    """todo / locked / done / error exactly as PiCaS's ``Monitor`` views decide.
+
+    A done token without a parseable ``exit_code`` of 0 is an error in PiCaS's views, and so
+    here (PiCaS 1.x's ``error()`` writes lock = done = 99 and no exit code). Older PiCaS clients
+    wrote lock = done = -1, which no PiCaS view shows; gridlrt counts those as errors too.
+    """
+    if lock == 0 and done == 0:
+        return "todo"
+    if lock > 0 and done == 0:
+        return "locked"
+    if lock > 0 and done > 0 and _as_int(exit_code) == 0:
+        return "done"
+    return "error"
+
+
+class ErrorEntry(BaseModel):
+    """One entry of the PiCaS ``error`` list; gridlrt adds the log tail and the exit code."""
+
+    model_config = ConfigDict(extra="allow")
+
+    time: float
+    message: str = ""
+    exception: str | list[str] = ""
+    log_tail: str = ""
+
+
+class Attempt(BaseModel):
+    """One claim of the token by one pilot."""
+
+    model_config = ConfigDict(extra="allow")
+
+    pilot: str
+    host: str = ""
+    job_id: str | None = None
+    started: float
+    ended: float | None = None
+    exit_code: int | None = None
+    outcome: str | None = None  # done, error, released, lost, reset
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class UploadResult(BaseModel):
+    """One file the worker uploaded for this token."""
+
+    model_config = ConfigDict(extra="allow")
+
+    url: str
+    size: int | None = None
+    checksum: str | None = None
+
+
+class PilotInfo(BaseModel):
+    """Who claims: recorded in the attempt and the PiCaS ``hostname``."""
+
+    pilot: str
+    host: str
+    job_id: str | None = None
+
+
+class Token(BaseModel):
+    """A token document. JSON by :meth:`to_doc`; read with :meth:`from_doc`."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, validate_assignment=False)
+
+    id: str = Field(alias="_id", min_length=1)
+    rev: str | None = Field(default=None, alias="_rev")
+    type: str = "token"
+    # PiCaS
+    lock: int = 0
+    done: int = 0
+    hostname: str = ""
+    scrub_count: int = 0
+    input: Any = None
+    output: Any = None
+    exit_code: int | str | None = None
+    error: list[ErrorEntry] = Field(default_factory=list)
+    # gridlrt
+    step: str = DEFAULT_STEP
+    status: TokenStatus = TokenStatus.TODO
+    heartbeat: float = 0.0
+    attempts: list[Attempt] = Field(default_factory=list)
+    created: float = 0.0  # epoch seconds; 0 for tokens PiCaS created
+    priority: int = 0
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    uploads: list[UploadResult] = Field(default_factory=list)
+    progress: dict[str, Any] = Field(default_factory=dict)
+    attachments: dict[str, Any] = Field(default_factory=dict, alias="_attachments")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_status(cls, data: Any) -> Any:
+        """PiCaS-written documents have no (or a stale) status: take it from lock/done."""
+        if not isinstance(data, dict):
+            return data
+        state = picas_state(
+            _number(data.get("lock", 0)), _number(data.get("done", 0)), data.get("exit_code")
+        )
+        status = data.get("status")
+        keep = status in {s.value for s in ACTIVE} and state == "locked"
+        if not keep and status != state:
+            data = {**data, "status": state}
+        if data.get("step") in (None, ""):
+            data = {**data, "step": DEFAULT_STEP}
+        return data
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Token:
+        return cls.model_validate(doc)
+
+    def to_doc(self) -> dict[str, Any]:
+        """The JSON document (``_id``, ``_rev`` when known, ``_attachments`` stubs when any)."""
+        doc = self.model_dump(mode="json", by_alias=True)
+        if doc.get("_rev") is None:
+            doc.pop("_rev", None)
+        if not doc.get("_attachments"):
+            doc.pop("_attachments", None)
+        return doc
+
+    @property
+    def inputs(self) -> list[str]:
+        """``input`` as a list of strings (PiCaS tokens usually hold one string)."""
+        if self.input is None:
+            return []
+        if isinstance(self.input, list):
+            return [str(item) for item in self.input]
+        return [str(self.input)]
+
+    @property
+    def current_attempt(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+    @property
+    def last_error(self) -> ErrorEntry | None:
+        return self.error[-1] if self.error else None
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def new_token(
+    token_id: str,
+    *,
+    inputs: list[str] | str | None,
+    step: str = DEFAULT_STEP,
+    parameters: dict[str, Any] | None = None,
+    priority: int = 0,
+    fields: dict[str, Any] | None = None,
+) -> Token:
+    """A fresh todo token. ``fields`` are extra top-level keys (``--field KEY=VALUE``)."""
+    data: dict[str, Any] = {
+        "_id": token_id,
+        "input": inputs,
+        "step": step,
+        "parameters": parameters or {},
+        "priority": priority,
+        "created": time.time(),
+        **(fields or {}),
+    }
+    return Token.model_validate(data)

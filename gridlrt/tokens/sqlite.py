@@ -1,0 +1,279 @@
+"""The embedded pool: one SQLite file (WAL), no server, safe for many processes on one machine.
+
+Each token is one row holding its full JSON document plus the few columns queries need
+(status, step, priority, created, heartbeat). A claim is one ``UPDATE ... RETURNING`` inside a
+``BEGIN IMMEDIATE`` transaction, so two processes can never take the same token; every other
+change is a read-modify-write in such a transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from gridlrt.errors import PoolUnavailable, TokenNotFound
+from gridlrt.tokens import transitions
+from gridlrt.tokens.model import ACTIVE, PilotInfo, Token, TokenStatus
+from gridlrt.tokens.pool import CreateResult, Overview, TokenPool, parse_token
+
+SCHEMA_VERSION = 1
+_ACTIVE = tuple(s.value for s in ACTIVE)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (
+    id        TEXT PRIMARY KEY,
+    status    TEXT NOT NULL,
+    step      TEXT NOT NULL,
+    priority  INTEGER NOT NULL DEFAULT 0,
+    created   REAL NOT NULL DEFAULT 0,
+    heartbeat REAL NOT NULL DEFAULT 0,
+    doc       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tokens_claim ON tokens (status, step, priority DESC, created, id);
+CREATE INDEX IF NOT EXISTS tokens_heartbeat ON tokens (status, heartbeat);
+CREATE TABLE IF NOT EXISTS attachments (
+    token_id     TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    data         BLOB NOT NULL,
+    PRIMARY KEY (token_id, name)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def _columns(token: Token) -> tuple[str, str, int, float, float, str]:
+    doc = token.to_doc()
+    doc.pop("_rev", None)
+    doc.pop("_attachments", None)
+    return (
+        token.status.value,
+        token.step,
+        token.priority,
+        token.created,
+        max(token.heartbeat, float(token.lock)),
+        json.dumps(doc, sort_keys=True),
+    )
+
+
+class SQLitePool(TokenPool):
+    """Token pool in a SQLite file."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = 60.0) -> None:
+        super().__init__()
+        self.path = path
+        self.url = f"sqlite:///{path}"
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+
+    # --- connection ----------------------------------------------------------------------
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if not self.path.exists():
+                raise PoolUnavailable(
+                    f"embedded pool {self.path} does not exist; create it with `gridlrt pool init`"
+                )
+            conn = self._connect()
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+        except sqlite3.Error as exc:
+            raise PoolUnavailable(f"cannot open embedded pool {self.path}: {exc}") from exc
+        self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _write(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    # --- primitives ----------------------------------------------------------------------
+
+    def init(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PoolUnavailable(f"cannot create {self.path.parent}: {exc.strerror}") from exc
+        conn = self._connect()
+        conn.executescript(SCHEMA)
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+
+    def _insert(self, docs: Sequence[dict[str, Any]]) -> CreateResult:
+        result = CreateResult()
+        rows = []
+        for doc in docs:
+            token = Token.from_doc(doc)
+            rows.append((token.id, *_columns(token)))
+        with self._write() as db:
+            for row in rows:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO tokens (id, status, step, priority, created, heartbeat,"
+                    " doc) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+                (result.created if cursor.rowcount else result.duplicates).append(row[0])
+        return result
+
+    def _get_doc(self, token_id: str) -> dict[str, Any]:
+        row = self._db.execute("SELECT doc FROM tokens WHERE id = ?", (token_id,)).fetchone()
+        if row is None:
+            raise TokenNotFound(f"no token {token_id!r} in {self.url}")
+        return self._with_attachments(token_id, json.loads(row[0]))
+
+    def _with_attachments(self, token_id: str, doc: dict[str, Any]) -> dict[str, Any]:
+        names = self.attachment_names(token_id)
+        if names:
+            doc["_attachments"] = {name: {"stub": True} for name in names}
+        return doc
+
+    def _update(self, token_id: str, change: Callable[[Token], Token]) -> Token:
+        with self._write() as db:
+            row = db.execute("SELECT doc FROM tokens WHERE id = ?", (token_id,)).fetchone()
+            if row is None:
+                raise TokenNotFound(f"no token {token_id!r} in {self.url}")
+            new = change(Token.from_doc(json.loads(row[0])))
+            db.execute(
+                "UPDATE tokens SET status=?, step=?, priority=?, created=?, heartbeat=?, doc=? "
+                "WHERE id=?",
+                (*_columns(new), token_id),
+            )
+        return new
+
+    def claim(self, who: PilotInfo, step: str | None = None) -> Token | None:
+        now = time.time()
+        step_clause = "AND step = ?" if step is not None else ""
+        args: tuple[Any, ...] = (step,) if step is not None else ()
+        with self._write() as db:
+            while True:
+                row = db.execute(
+                    "UPDATE tokens SET status = 'locked', heartbeat = ? WHERE id = ("
+                    f" SELECT id FROM tokens WHERE status = 'todo' {step_clause}"
+                    " ORDER BY priority DESC, created, id LIMIT 1) RETURNING id, doc",
+                    (now, *args),
+                ).fetchone()
+                if row is None:
+                    return None
+                token = parse_token(json.loads(row[1]), self.malformed)
+                if token is None:  # reported; park it where claims do not look
+                    db.execute("UPDATE tokens SET status = 'malformed' WHERE id = ?", (row[0],))
+                    continue
+                new = transitions.claim(token, who, now)
+                db.execute(
+                    "UPDATE tokens SET status=?, step=?, priority=?, created=?, heartbeat=?, doc=? "
+                    "WHERE id=?",
+                    (*_columns(new), new.id),
+                )
+                return new
+
+    def _iter_docs(
+        self, status: TokenStatus | None = None, step: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        clauses, args = [], []
+        if status is not None:
+            clauses.append("status = ?")
+            args.append(status.value)
+        if step is not None:
+            clauses.append("step = ?")
+            args.append(step)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        last = ""
+        while True:  # pages by id, so no cursor stays open across a caller's writes
+            page = self._db.execute(
+                f"SELECT id, doc FROM tokens {where} {'AND' if where else 'WHERE'} id > ? "
+                "ORDER BY id LIMIT 1000",
+                (*args, last),
+            ).fetchall()
+            if not page:
+                return
+            for _token_id, doc in page:
+                yield json.loads(doc)
+            last = page[-1][0]
+
+    def overview(self) -> Overview:
+        counts: dict[str, dict[str, int]] = {}
+        for step, status, n in self._db.execute(
+            "SELECT step, status, count(*) FROM tokens GROUP BY step, status"
+        ):
+            counts.setdefault(step, {})[status] = n
+        return Overview(counts=counts)
+
+    def _stale_ids(self, before: float) -> list[str]:
+        marks = ",".join("?" * len(_ACTIVE))
+        rows = self._db.execute(
+            f"SELECT id FROM tokens WHERE status IN ({marks}) AND heartbeat < ? ORDER BY id",
+            (*_ACTIVE, before),
+        )
+        return [r[0] for r in rows]
+
+    def delete(self, token_ids: Iterable[str]) -> int:
+        deleted = 0
+        with self._write() as db:
+            for token_id in token_ids:
+                deleted += db.execute("DELETE FROM tokens WHERE id = ?", (token_id,)).rowcount
+                db.execute("DELETE FROM attachments WHERE token_id = ?", (token_id,))
+        return deleted
+
+    def attach(
+        self, token_id: str, name: str, data: bytes, content_type: str = "text/plain"
+    ) -> None:
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM tokens WHERE id = ?", (token_id,)).fetchone() is None:
+                raise TokenNotFound(f"no token {token_id!r} in {self.url}")
+            db.execute(
+                "INSERT OR REPLACE INTO attachments (token_id, name, content_type, data) "
+                "VALUES (?, ?, ?, ?)",
+                (token_id, name, content_type, data),
+            )
+
+    def attachment(self, token_id: str, name: str) -> bytes:
+        row = self._db.execute(
+            "SELECT data FROM attachments WHERE token_id = ? AND name = ?", (token_id, name)
+        ).fetchone()
+        if row is None:
+            raise TokenNotFound(f"token {token_id!r} has no attachment {name!r}")
+        return bytes(row[0])
+
+    def attachment_names(self, token_id: str) -> list[str]:
+        rows = self._db.execute(
+            "SELECT name FROM attachments WHERE token_id = ? ORDER BY name", (token_id,)
+        )
+        return [r[0] for r in rows]
+
+
+class _Transaction:
+    """``with`` block = one ``BEGIN IMMEDIATE`` write transaction (commit or roll back)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise PoolUnavailable(f"embedded pool is busy or unwritable: {exc}") from exc
+        return self.db
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
