@@ -17,6 +17,13 @@ from pathlib import Path
 import pytest
 
 
+def unblock_signals() -> None:
+    """Run in the child before exec: clear the signal mask. gfal2's gridftp/srm plugins block
+    SIGTERM, SIGINT, SIGCHLD... in the thread that creates a context, and children inherit
+    the mask, so a service started after a gfal2 context would ignore SIGTERM."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -61,6 +68,7 @@ class ServiceProcess:
                     env=self.env,
                     cwd=self.cwd,
                     start_new_session=True,
+                    preexec_fn=unblock_signals,
                 )
             except OSError as exc:
                 pytest.fail(f"{self.name}: cannot start {self.argv[0]}: {exc}", pytrace=False)
