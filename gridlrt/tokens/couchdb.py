@@ -38,6 +38,14 @@ CLAIM_WINDOW = 32  # todo rows a claimer reads at once and picks among at random
 VIEW = f"{design.DESIGN_ID}/_view"
 
 
+def _json(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 def strip_credentials(url: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -104,9 +112,16 @@ class CouchDBPool(TokenPool):
             )
         if response.status_code == 403:
             raise CredentialsError(f"CouchDB user may not access {self.url}; ask its admin")
-        if response.status_code == 404 and not path:
-            raise PoolUnavailable(f"database {self.url} does not exist; run `gridlrt pool init`")
         if response.status_code == 404:
+            reason = str(_json(response).get("reason", "")).lower()
+            if not path or "database" in reason or "no_db_file" in reason:
+                raise PoolUnavailable(
+                    f"database {self.url} does not exist; run `gridlrt pool init`"
+                )
+            if path.startswith("_design/"):
+                raise PoolUnavailable(
+                    f"{self.url} has no gridlrt views (not initialised); run `gridlrt pool init`"
+                )
             raise TokenNotFound(f"not found in {self.url}: {path.split('?')[0]}")
         raise PoolError(
             f"CouchDB {self.url} answered HTTP {response.status_code} to {method} "

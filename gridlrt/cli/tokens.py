@@ -1,0 +1,374 @@
+"""``gridlrt pool ...`` and ``gridlrt tokens ...``: create, watch and repair the token pool."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from rich.table import Table
+
+from gridlrt.cli.common import PoolOption, console, err_console, settings
+from gridlrt.durations import format_duration, parse_duration
+from gridlrt.errors import InputError
+from gridlrt.tokens import Token, TokenPool, TokenStatus, open_pool
+from gridlrt.tokens.create import make_tokens, parse_fields, read_inputs
+
+pool_app = typer.Typer(help="Create or upgrade the token pool.", no_args_is_help=True)
+tokens_app = typer.Typer(
+    help="Create, inspect, reset, recover and archive tokens (one token = one unit of work, "
+    "e.g. one subband).",
+    no_args_is_help=True,
+)
+
+STATUS_STYLE = {
+    "todo": "white",
+    "locked": "cyan",
+    "downloading": "cyan",
+    "running": "bold cyan",
+    "uploading": "cyan",
+    "done": "green",
+    "error": "bold red",
+}
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Show what would change; change nothing.")
+]
+StepOption = Annotated[str | None, typer.Option("--step", help="Only tokens of this step.")]
+
+
+def _open(ctx: typer.Context, pool: str | None) -> TokenPool:
+    return open_pool(settings(ctx, pool))
+
+
+def _warn_malformed(pool: TokenPool) -> None:
+    reasons = pool.malformed.reasons
+    if reasons:
+        shown = ", ".join(list(reasons)[:5]) + (" ..." if len(reasons) > 5 else "")
+        err_console.print(
+            f"[yellow]warning:[/] skipped {len(reasons)} malformed document(s): {shown}"
+        )
+
+
+def _status(text: str | None) -> TokenStatus | None:
+    if text is None:
+        return None
+    try:
+        return TokenStatus(text)
+    except ValueError:
+        names = ", ".join(s.value for s in TokenStatus)
+        raise InputError(f"--status {text!r}: choose one of {names}") from None
+
+
+# --- pool ------------------------------------------------------------------------------------
+
+
+@pool_app.command("init")
+def pool_init(ctx: typer.Context, pool: PoolOption = None) -> None:
+    """Create the pool (embedded SQLite file, or CouchDB database with the PiCaS-compatible
+    `Monitor` design document). Safe to run again: upgrades the design document in place and
+    keeps views others added."""
+    with _open(ctx, pool) as opened:
+        opened.init()
+        console.print(f"pool ready: {opened.url} ({opened.overview().total()} tokens)")
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+
+@tokens_app.command("create")
+def create(
+    ctx: typer.Context,
+    step: Annotated[str, typer.Option("--step", help="Step that will process these tokens.")],
+    inputs: Annotated[
+        Path,
+        typer.Option(
+            "--inputs", help="File with one input per line (e.g. srm.txt).", show_default=False
+        ),
+    ],
+    per_token: Annotated[int, typer.Option("--per-token", help="Inputs per token.")] = 1,
+    attach: Annotated[
+        list[Path] | None,
+        typer.Option("--attach", help="File to attach to every new token (repeatable)."),
+    ] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--field", help="Extra token field KEY=VALUE (JSON values allowed; repeatable)."
+        ),
+    ] = None,
+    priority: Annotated[int, typer.Option("--priority", help="Higher is claimed first.")] = 0,
+    pool: PoolOption = None,
+    dry_run: DryRunOption = False,
+) -> None:
+    """Make one token per input (or per N inputs) for STEP. Token ids come from the LOFAR file
+    names (`<step>_L229507_SB100`), so running the same command twice creates nothing new.
+
+    Example: gridlrt tokens create --step average --inputs srm.txt --field avg_freqstep=4
+    """
+    tokens = make_tokens(
+        read_inputs(inputs),
+        step=step,
+        per_token=per_token,
+        fields=parse_fields(field or []),
+        priority=priority,
+    )
+    attachments = [(path, _read_attachment(path)) for path in attach or []]
+    if dry_run:
+        table = Table(title=f"would create {len(tokens)} token(s) for step {step!r}")
+        for column in ("id", "inputs", "first input"):
+            table.add_column(column, overflow="fold")
+        for token in tokens[:50]:
+            table.add_row(token.id, str(len(token.inputs)), token.inputs[0])
+        console.print(table)
+        if len(tokens) > 50:
+            console.print(f"... and {len(tokens) - 50} more")
+        for path, _ in attachments:
+            console.print(f"would attach {path.name} to each new token")
+        return
+    chosen = settings(ctx, pool)
+    with open_pool(chosen) as opened:
+        if chosen.pool_kind == "embedded":
+            opened.init()  # the default pool needs no separate set-up step
+        result = opened.create(tokens)
+        for token_id in result.created:
+            for path, data in attachments:
+                opened.attach(token_id, path.name, data)
+        console.print(
+            f"created {len(result.created)} token(s) for step {step!r} in {opened.url}"
+            + (f"; {len(result.duplicates)} already there" if result.duplicates else "")
+        )
+
+
+def _read_attachment(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"--attach {path}: {exc.strerror}") from exc
+
+
+@tokens_app.command("status")
+def status(
+    ctx: typer.Context,
+    step: StepOption = None,
+    pool: PoolOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Counts per step and status, with a progress bar per step."""
+    with _open(ctx, pool) as opened:
+        overview = opened.overview()
+    steps = [step] if step else sorted(overview.counts)
+    if as_json:
+        typer.echo(json.dumps({s: overview.by_status(s) for s in steps}, indent=2))
+        return
+    if not steps or overview.total(step=step) == 0:
+        console.print(f"no tokens{f' for step {step!r}' if step else ''} in {opened.url}")
+        return
+    table = Table(title=f"tokens in {opened.url}", title_justify="left")
+    table.add_column("step")
+    for st in TokenStatus:
+        table.add_column(st.value, justify="right", style=STATUS_STYLE[st.value])
+    table.add_column("total", justify="right")
+    for name in steps:
+        counts = overview.by_status(name)
+        table.add_row(
+            name, *(str(counts[st.value]) for st in TokenStatus), str(sum(counts.values()))
+        )
+    console.print(table)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[detail]}"),
+        console=console,
+    )
+    for name in steps:
+        counts = overview.by_status(name)
+        total = sum(counts.values())
+        finished = counts["done"] + counts["error"]
+        progress.add_task(
+            name, total=total, completed=finished,
+            detail=f"{counts['done']} done, {counts['error']} error of {total}",
+        )  # fmt: skip
+    console.print(progress.get_renderable())
+
+
+def _age(epoch: float) -> str:
+    return f"{format_duration(time.time() - epoch)} ago" if epoch else ""
+
+
+def _first_line(token: Token) -> str:
+    error = token.last_error
+    return error.message.splitlines()[0][:80] if error and error.message else ""
+
+
+@tokens_app.command("list")
+def list_tokens(
+    ctx: typer.Context,
+    status_: Annotated[
+        str | None, typer.Option("--status", help="todo, locked, running, done, error, ...")
+    ] = None,
+    step: StepOption = None,
+    limit: Annotated[int, typer.Option("--limit", help="Show at most this many (0: all).")] = 200,
+    pool: PoolOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Tokens with their status, host, attempts, last heartbeat and first error line."""
+    wanted = _status(status_)
+    with _open(ctx, pool) as opened:
+        tokens = []
+        for token in opened.tokens(wanted, step):
+            tokens.append(token)
+            if limit and len(tokens) >= limit:
+                break
+        _warn_malformed(opened)
+    if as_json:
+        typer.echo(json.dumps([t.to_doc() for t in tokens], indent=2))
+        return
+    table = Table(title=f"{len(tokens)} token(s)", title_justify="left")
+    for column in ("id", "step", "status", "host", "tries", "heartbeat", "error"):
+        table.add_column(column, overflow="fold")
+    for t in tokens:
+        table.add_row(
+            t.id, t.step, f"[{STATUS_STYLE[t.status.value]}]{t.status.value}[/]", t.hostname,
+            str(len(t.attempts)), _age(t.heartbeat) if t.status.picas == "locked" else "",
+            _first_line(t),
+        )  # fmt: skip
+    console.print(table)
+    if limit and len(tokens) >= limit:
+        console.print(f"(first {limit}; use --limit 0 for all)")
+
+
+@tokens_app.command("show")
+def show(
+    ctx: typer.Context,
+    token_id: Annotated[str, typer.Argument(metavar="ID", help="Token id.")],
+    pool: PoolOption = None,
+    as_json: JsonOption = False,
+    tail: Annotated[int, typer.Option("--tail", help="Log lines to show.")] = 20,
+) -> None:
+    """One token: its fields, every attempt, errors with the log tail, attachments."""
+    with _open(ctx, pool) as opened:
+        token = opened.get(token_id)
+        names = opened.attachment_names(token_id)
+    if as_json:
+        typer.echo(json.dumps(token.to_doc(), indent=2))
+        return
+    fields = Table.grid(padding=(0, 2))
+    fields.add_column(style="bold")
+    fields.add_column(overflow="fold")
+    rows = {
+        "id": token.id, "step": token.step, "status": token.status.value,
+        "input": json.dumps(token.input), "output": json.dumps(token.output),
+        "exit code": str(token.exit_code), "host": token.hostname,
+        "scrub count": str(token.scrub_count), "priority": str(token.priority),
+        "heartbeat": _age(token.heartbeat), "attachments": ", ".join(names),
+    }  # fmt: skip
+    extra = {k: json.dumps(v) for k, v in (token.model_extra or {}).items()}
+    for key, value in {**rows, **extra}.items():
+        fields.add_row(key, value)
+    console.print(fields)
+    if token.attempts:
+        table = Table(title="attempts", title_justify="left")
+        for column in ("#", "pilot", "host", "job", "started", "took", "outcome", "exit"):
+            table.add_column(column)
+        for i, a in enumerate(token.attempts, 1):
+            took = format_duration(a.ended - a.started) if a.ended else "running"
+            table.add_row(
+                str(i), a.pilot, a.host, a.job_id or "", _age(a.started), took,
+                a.outcome or "", "" if a.exit_code is None else str(a.exit_code),
+            )  # fmt: skip
+        console.print(table)
+    for error in token.error[-3:]:
+        console.print(f"[bold red]error[/] {_age(error.time)}: {error.message}")
+        lines = error.log_tail.splitlines()[-tail:]
+        if lines:
+            console.print("\n".join(f"  | {line}" for line in lines), highlight=False, markup=False)
+
+
+@tokens_app.command("reset")
+def reset(
+    ctx: typer.Context,
+    status_: Annotated[
+        list[str] | None,
+        typer.Option("--status", help="Statuses to reset (repeatable). Default: error."),
+    ] = None,
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than", help="Only tokens last changed before this long ago (e.g. 2h)."
+        ),
+    ] = None,
+    token_ids: Annotated[
+        list[str] | None, typer.Option("--id", help="Reset these ids (repeatable).")
+    ] = None,
+    step: StepOption = None,
+    pool: PoolOption = None,
+    dry_run: DryRunOption = False,
+) -> None:
+    """Put tokens back to todo so pilots process them again (errors and attempts are kept
+    as history). Example: gridlrt tokens reset --status error --step average"""
+    statuses = [s for s in (_status(x) for x in status_ or []) if s is not None]
+    age = parse_duration(older_than) if older_than else None
+    with _open(ctx, pool) as opened:
+        ids = opened.reset(
+            statuses=statuses or None, older_than=age, ids=token_ids, step=step, dry_run=dry_run
+        )
+    verb = "would reset" if dry_run else "reset"
+    console.print(f"{verb} {len(ids)} token(s)" + (": " + ", ".join(ids[:20]) if ids else ""))
+
+
+@tokens_app.command("recover")
+def recover(
+    ctx: typer.Context,
+    stale_after: Annotated[
+        str, typer.Option("--stale-after", help="Silence after which a pilot counts as lost.")
+    ] = "30m",
+    max_scrubs: Annotated[
+        int, typer.Option("--max-scrubs", help="After this many losses a token goes to error.")
+    ] = 3,
+    pool: PoolOption = None,
+    dry_run: DryRunOption = False,
+) -> None:
+    """Give back tokens held by pilots that stopped sending heartbeats (killed, node lost):
+    they return to todo, or to error once lost --max-scrubs times."""
+    seconds = parse_duration(stale_after)
+    with _open(ctx, pool) as opened:
+        ids = opened.recover(seconds, max_scrubs=max_scrubs, dry_run=dry_run)
+    verb = "would recover" if dry_run else "recovered"
+    console.print(
+        f"{verb} {len(ids)} token(s) silent for more than {format_duration(seconds)}"
+        + (": " + ", ".join(ids[:20]) if ids else "")
+    )
+
+
+@tokens_app.command("archive")
+def archive(
+    ctx: typer.Context,
+    to: Annotated[
+        Path, typer.Option("--to", help="Directory for the archive.", show_default=False)
+    ],
+    status_: Annotated[str, typer.Option("--status", help="Which tokens to archive.")] = "done",
+    step: StepOption = None,
+    pool: PoolOption = None,
+    dry_run: DryRunOption = False,
+) -> None:
+    """Write tokens (JSON lines) and their attachments under --to, then delete them from the
+    pool. Nothing is deleted that was not written first."""
+    wanted = _status(status_) or TokenStatus.DONE
+    with _open(ctx, pool) as opened:
+        if dry_run:
+            n = sum(1 for _ in opened.tokens(wanted, step))
+            console.print(f"would archive {n} {wanted.value} token(s) to {to}")
+            return
+        result = opened.archive(to, wanted, step)
+    if result.file is None:
+        console.print(f"no {wanted.value} tokens to archive")
+    else:
+        console.print(
+            f"archived {result.tokens} token(s) and {result.attachments} attachment(s) "
+            f"to {result.file}; removed them from the pool"
+        )
