@@ -21,9 +21,13 @@ SRM = "srm://srm.grid.sara.nl:8443/pnfs/grid.sara.nl/data/lofar/ops/projects/lc2
 
 def gridlrt(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [GRIDLRT, *args], capture_output=True, text=True, timeout=timeout, check=False,
+        [GRIDLRT, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
         env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": "/tmp"},
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(params=["sqlite", "couchdb"])
@@ -53,11 +57,24 @@ def counts(pool_url: str, step: str = "average") -> dict[str, int]:
     return data.get(step, {})
 
 
-def test_create_dry_run_then_create_is_idempotent(pool_url: str, srm_txt: Path, tmp_path: Path) -> None:
+def test_create_dry_run_then_create_is_idempotent(
+    pool_url: str, srm_txt: Path, tmp_path: Path
+) -> None:
     parset = tmp_path / "avg.parset"
     parset.write_text("steps=[avg]\n")
-    dry = gridlrt("tokens", "create", "--step", "average", "--inputs", str(srm_txt),
-                  "--pool", pool_url, "--dry-run", "--attach", str(parset))  # fmt: skip
+    dry = gridlrt(
+        "tokens",
+        "create",
+        "--step",
+        "average",
+        "--inputs",
+        str(srm_txt),
+        "--pool",
+        pool_url,
+        "--dry-run",
+        "--attach",
+        str(parset),
+    )
     assert dry.returncode == 0, dry.stderr
     assert "would create 6 token(s)" in dry.stdout
     assert "average_L229507_SB100" in dry.stdout
@@ -66,17 +83,31 @@ def test_create_dry_run_then_create_is_idempotent(pool_url: str, srm_txt: Path, 
     else:
         assert counts(pool_url) == {}
 
-    made = gridlrt("tokens", "create", "--step", "average", "--inputs", str(srm_txt),
-                   "--pool", pool_url, "--attach", str(parset), "--field", "avg_freqstep=4")  # fmt: skip
+    made = gridlrt(
+        "tokens",
+        "create",
+        "--step",
+        "average",
+        "--inputs",
+        str(srm_txt),
+        "--pool",
+        pool_url,
+        "--attach",
+        str(parset),
+        "--field",
+        "avg_freqstep=4",
+    )
     assert made.returncode == 0, made.stderr
     assert "created 6 token(s)" in made.stdout
-    again = gridlrt("tokens", "create", "--step", "average", "--inputs", str(srm_txt),
-                    "--pool", pool_url)  # fmt: skip
+    again = gridlrt(
+        "tokens", "create", "--step", "average", "--inputs", str(srm_txt), "--pool", pool_url
+    )
     assert "created 0 token(s)" in again.stdout and "6 already there" in again.stdout
     assert counts(pool_url)["todo"] == 6
 
-    shown = json.loads(gridlrt("tokens", "show", "average_L229507_SB103", "--json",
-                               "--pool", pool_url).stdout)  # fmt: skip
+    shown = json.loads(
+        gridlrt("tokens", "show", "average_L229507_SB103", "--json", "--pool", pool_url).stdout
+    )
     assert shown["input"].endswith("L229507_SB103_uv.dppp.MS_3d78b8f1.tar")
     assert shown["avg_freqstep"] == 4
     with open_pool(load_settings(pool=pool_url)) as pool:
@@ -84,8 +115,12 @@ def test_create_dry_run_then_create_is_idempotent(pool_url: str, srm_txt: Path, 
 
 
 def test_list_show_reset_recover_archive(pool_url: str, srm_txt: Path, tmp_path: Path) -> None:
-    assert gridlrt("tokens", "create", "--step", "average", "--inputs", str(srm_txt),
-                   "--pool", pool_url).returncode == 0  # fmt: skip
+    assert (
+        gridlrt(
+            "tokens", "create", "--step", "average", "--inputs", str(srm_txt), "--pool", pool_url
+        ).returncode
+        == 0
+    )
     pilot = PilotInfo(pilot="p1", host="wn7")
     with open_pool(load_settings(pool=pool_url)) as pool:
         a, b, c = (pool.claim(pilot) for _ in range(3))
@@ -93,8 +128,9 @@ def test_list_show_reset_recover_archive(pool_url: str, srm_txt: Path, tmp_path:
         pool.fail(a.id, "p1", "DP3 exited 1", log_tail="line1\nStep avg failed: bad freqstep")
         pool.finish(b.id, "p1")
 
-    listed = json.loads(gridlrt("tokens", "list", "--status", "error", "--json",
-                                "--pool", pool_url).stdout)  # fmt: skip
+    listed = json.loads(
+        gridlrt("tokens", "list", "--status", "error", "--json", "--pool", pool_url).stdout
+    )
     assert [d["_id"] for d in listed] == [a.id]
     table = gridlrt("tokens", "list", "--pool", pool_url)
     assert "DP3 exited 1" in table.stdout and a.id in table.stdout
@@ -108,8 +144,12 @@ def test_list_show_reset_recover_archive(pool_url: str, srm_txt: Path, tmp_path:
     assert "reset 1 token(s)" in gridlrt("tokens", "reset", "--pool", pool_url).stdout
     assert counts(pool_url)["error"] == 0
 
-    assert "would recover 0" in gridlrt("tokens", "recover", "--stale-after", "1h", "--dry-run",
-                                        "--pool", pool_url).stdout  # fmt: skip
+    assert (
+        "would recover 0"
+        in gridlrt(
+            "tokens", "recover", "--stale-after", "1h", "--dry-run", "--pool", pool_url
+        ).stdout
+    )
     time.sleep(1.1)
     recovered = gridlrt("tokens", "recover", "--stale-after", "1s", "--pool", pool_url)
     assert f"recovered 1 token(s) silent for more than 1s: {c.id}" in recovered.stdout
@@ -122,16 +162,23 @@ def test_list_show_reset_recover_archive(pool_url: str, srm_txt: Path, tmp_path:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["tokens", "create", "--step", "avg", "--inputs", "/nonexistent/srm.txt"],
-         "error: /nonexistent/srm.txt: no such file"),
-        (["tokens", "create", "--step", "bad step", "--inputs", "{srm}"], "error: step name 'bad step'"),
-        (["tokens", "create", "--step", "avg", "--inputs", "{srm}", "--field", "lock=1"],
-         "error: --field lock: reserved token field"),
+        (
+            ["tokens", "create", "--step", "avg", "--inputs", "/nonexistent/srm.txt"],
+            "error: /nonexistent/srm.txt: no such file",
+        ),
+        (
+            ["tokens", "create", "--step", "bad step", "--inputs", "{srm}"],
+            "error: step name 'bad step'",
+        ),
+        (
+            ["tokens", "create", "--step", "avg", "--inputs", "{srm}", "--field", "lock=1"],
+            "error: --field lock: reserved token field",
+        ),
         (["tokens", "list", "--status", "finished"], "error: --status 'finished': choose one of"),
         (["tokens", "recover", "--stale-after", "soon"], "error: not a duration: 'soon'"),
         (["tokens", "show", "no-such-token"], "error: no token 'no-such-token'"),
     ],
-)  # fmt: skip
+)
 def test_user_mistakes_are_one_line(
     args: list[str], expected: str, srm_txt: Path, tmp_path: Path
 ) -> None:

@@ -47,8 +47,14 @@ def test_picas_views_count_gridlrt_tokens(pool: CouchDBPool) -> None:
     total = view(pool, "overview_total", group="true")
     assert {r["key"]: r["value"] for r in total} == expected
     assert pool.overview().by_status("avg") == {
-        "todo": 5, "locked": 1, "downloading": 0, "running": 1, "uploading": 0, "done": 2, "error": 1,
-    }  # fmt: skip
+        "todo": 5,
+        "locked": 1,
+        "downloading": 0,
+        "running": 1,
+        "uploading": 0,
+        "done": 2,
+        "error": 1,
+    }
 
 
 EDGE_CASES: list[dict[str, Any]] = [
@@ -68,8 +74,14 @@ EDGE_CASES: list[dict[str, Any]] = [
 
 def test_javascript_and_python_status_rules_agree(pool: CouchDBPool) -> None:
     for i, fields in enumerate(EDGE_CASES):
-        doc = {"_id": f"case{i:02d}", "type": "token", "hostname": "", "scrub_count": 0,
-               "input": "x", **fields}  # fmt: skip
+        doc = {
+            "_id": f"case{i:02d}",
+            "type": "token",
+            "hostname": "",
+            "scrub_count": 0,
+            "input": "x",
+            **fields,
+        }
         requests.put(f"{pool.db_url}/{doc['_id']}", json=doc, timeout=10).raise_for_status()
     rows = view(pool, "gridlrt_status", reduce="false", include_docs="true")
     assert len(rows) == len(EDGE_CASES)

@@ -47,10 +47,14 @@ def put_raw(pool: TokenPool, doc: dict[str, object]) -> None:
 
 def subbands(n: int, step: str = "average", **kw: object) -> list[Token]:
     return [
-        new_token(f"{step}_L123456_SB{sb:03d}", inputs=f"srm://x/L123456_SB{sb:03d}_uv.MS.tar",
-                  step=step, **kw)  # type: ignore[arg-type]
+        new_token(
+            f"{step}_L123456_SB{sb:03d}",
+            inputs=f"srm://x/L123456_SB{sb:03d}_uv.MS.tar",
+            step=step,
+            **kw,
+        )  # type: ignore[arg-type]
         for sb in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def test_init_is_idempotent(pool: TokenPool) -> None:
@@ -109,8 +113,9 @@ def test_life_cycle_heartbeat_status_finish(pool: TokenPool) -> None:
     assert pool.get(token.id).status is TokenStatus.RUNNING
     assert pool.overview().by_status()["running"] == 1
 
-    done = pool.finish(token.id, ANN.pilot, output=["dav://out/L123456_SB000.MS.tar"],
-                       timings={"run": 1.5})  # fmt: skip
+    done = pool.finish(
+        token.id, ANN.pilot, output=["dav://out/L123456_SB000.MS.tar"], timings={"run": 1.5}
+    )
     assert done.status is TokenStatus.DONE
     stored = pool.get(token.id)
     assert stored.done > 0 and stored.exit_code == 0
@@ -238,9 +243,7 @@ def test_list_overview_delete(pool: TokenPool) -> None:
     pool.create(subbands(4) + subbands(2, step="flag"))
     claimed = pool.claim(ANN, step="flag")
     assert claimed is not None
-    assert {t.id for t in pool.tokens(TokenStatus.TODO, "average")} == {
-        t.id for t in subbands(4)
-    }
+    assert {t.id for t in pool.tokens(TokenStatus.TODO, "average")} == {t.id for t in subbands(4)}
     assert [t.id for t in pool.tokens(TokenStatus.LOCKED)] == [claimed.id]
     assert len(list(pool.tokens(step="flag"))) == 2
     assert len(list(pool.tokens())) == 6
@@ -274,8 +277,18 @@ def test_archive_exports_then_deletes(pool: TokenPool, tmp_path: Path) -> None:
 
 def test_picas_minimal_tokens_are_claimed_and_finished(pool: TokenPool) -> None:
     for i in range(3):
-        put_raw(pool, {"_id": f"picas_{i}", "type": "token", "lock": 0, "done": 0,
-                       "hostname": "", "scrub_count": 0, "input": f"L1_SB00{i}"})  # fmt: skip
+        put_raw(
+            pool,
+            {
+                "_id": f"picas_{i}",
+                "type": "token",
+                "lock": 0,
+                "done": 0,
+                "hostname": "",
+                "scrub_count": 0,
+                "input": f"L1_SB00{i}",
+            },
+        )
     token = pool.claim(ANN)
     assert token is not None and token.step == "default" and token.input.startswith("L1_SB")
     pool.finish(token.id, ANN.pilot, output="ok")
