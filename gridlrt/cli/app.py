@@ -12,6 +12,7 @@ import typer
 from gridlrt import __version__
 from gridlrt.cli.common import err_console
 from gridlrt.cli.doctor import doctor_command
+from gridlrt.cli.ms import ms_app
 from gridlrt.cli.tokens import pool_app, tokens_app
 from gridlrt.errors import GridlrtError
 
@@ -57,6 +58,7 @@ def root(
 app.command("doctor")(doctor_command)
 app.add_typer(pool_app, name="pool")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(ms_app, name="ms")
 
 
 def main(argv: list[str] | None = None) -> None:

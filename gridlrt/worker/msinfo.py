@@ -1,0 +1,157 @@
+"""Measurement-set inspection with python-casacore: LEDAMA's MSInfo as a typed model.
+
+:func:`ms_info` reads what a LOFAR user asks of a measurement set — observation id, UTC time
+range, stations and baselines, channels, bandwidth and central frequency, integration time,
+which data columns exist, processing history — without loading visibilities. ``gridlrt ms
+info`` prints it, and the worker validates step outputs with the same code.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from gridlrt.errors import InputError
+
+MJD_EPOCH = datetime(1858, 11, 17, tzinfo=UTC)
+DATA_COLUMNS = ("DATA", "CORRECTED_DATA", "MODEL_DATA")
+CORR_NAMES = {5: "RR", 6: "RL", 7: "LR", 8: "LL", 9: "XX", 10: "XY", 11: "YX", 12: "YY"}
+
+
+class HistoryEntry(BaseModel):
+    time_utc: datetime | None
+    application: str
+    message: str
+
+
+class MSInfo(BaseModel):
+    """What :func:`ms_info` reports about one measurement set."""
+
+    path: str
+    telescope: str
+    observation_id: str | None
+    target: str | None
+    start_utc: datetime
+    end_utc: datetime
+    timeslots: int
+    integration_s: float
+    stations: list[str]
+    baselines: int  # cross-correlations
+    autocorrelations: bool
+    rows: int
+    channels: int
+    channel_width_hz: float
+    bandwidth_hz: float
+    central_frequency_hz: float
+    subband: str | None
+    correlations: list[str]
+    data_columns: list[str]
+    history: list[HistoryEntry]
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end_utc - self.start_utc).total_seconds()
+
+
+def mjd_seconds_to_utc(seconds: float) -> datetime:
+    return MJD_EPOCH + timedelta(seconds=float(seconds))
+
+
+def _tables() -> Any:
+    from casacore import tables  # imported on use: python-casacore is heavy
+
+    return tables
+
+
+def _open(path: Path, sub: str | None = None) -> Any:
+    name = str(path) if sub is None else f"{path}::{sub}"
+    return _tables().table(name, readonly=True, ack=False)
+
+
+def ms_info(path: Path, *, history_limit: int = 50) -> MSInfo:
+    """Read the summary of the measurement set at ``path``."""
+    if not (path / "table.dat").is_file():
+        raise InputError(f"{path}: not a measurement set (no table.dat in it)")
+    try:
+        return _read(path, history_limit)
+    except RuntimeError as exc:  # casacore's errors
+        raise InputError(f"{path}: cannot read measurement set ({exc})") from exc
+
+
+def _read(path: Path, history_limit: int) -> MSInfo:
+    with _open(path) as main:
+        columns = set(main.colnames())
+        rows = main.nrows()
+        times = np.unique(main.getcol("TIME")) if rows else np.array([0.0])
+        interval = float(np.median(main.getcol("INTERVAL"))) if rows else 0.0
+        ant1 = main.getcol("ANTENNA1") if rows else np.array([], dtype=int)
+        ant2 = main.getcol("ANTENNA2") if rows else np.array([], dtype=int)
+    pairs = {(int(a), int(b)) for a, b in zip(ant1, ant2, strict=True)}
+    with _open(path, "ANTENNA") as antenna:
+        stations = [str(n) for n in antenna.getcol("NAME")]
+    with _open(path, "SPECTRAL_WINDOW") as spw:
+        freqs = np.asarray(spw.getcol("CHAN_FREQ")[0], dtype=float)
+        widths = np.asarray(spw.getcol("CHAN_WIDTH")[0], dtype=float)
+        name = str(spw.getcol("NAME")[0]) if "NAME" in spw.colnames() else None
+    with _open(path, "POLARIZATION") as pol:
+        corr = [CORR_NAMES.get(int(c), str(c)) for c in pol.getcol("CORR_TYPE")[0]]
+    with _open(path, "OBSERVATION") as obs:
+        telescope = str(obs.getcol("TELESCOPE_NAME")[0])
+        obs_id = (
+            str(obs.getcol("LOFAR_OBSERVATION_ID")[0])
+            if "LOFAR_OBSERVATION_ID" in obs.colnames()
+            else None
+        )
+    target = None
+    field_table = path / "FIELD"
+    if field_table.is_dir():
+        with _open(path, "FIELD") as fields:
+            target = str(fields.getcol("NAME")[0]) if fields.nrows() else None
+    half = interval / 2
+    return MSInfo(
+        path=str(path),
+        telescope=telescope,
+        observation_id=obs_id or None,
+        target=target,
+        start_utc=mjd_seconds_to_utc(float(times.min()) - half),
+        end_utc=mjd_seconds_to_utc(float(times.max()) + half),
+        timeslots=len(times),
+        integration_s=interval,
+        stations=stations,
+        baselines=sum(1 for a, b in pairs if a != b),
+        autocorrelations=any(a == b for a, b in pairs),
+        rows=rows,
+        channels=len(freqs),
+        channel_width_hz=float(np.median(np.abs(widths))) if len(widths) else 0.0,
+        bandwidth_hz=float(np.sum(np.abs(widths))),
+        central_frequency_hz=float(np.mean(freqs)) if len(freqs) else 0.0,
+        subband=name,
+        correlations=corr,
+        data_columns=[c for c in DATA_COLUMNS if c in columns],
+        history=_history(path, history_limit),
+    )
+
+
+def _history(path: Path, limit: int) -> list[HistoryEntry]:
+    if not (path / "HISTORY").is_dir():
+        return []
+    with _open(path, "HISTORY") as history:
+        n = history.nrows()
+        if n == 0:
+            return []
+        start = max(0, n - limit)
+        times = history.getcol("TIME", startrow=start)
+        apps = history.getcol("APPLICATION", startrow=start)
+        messages = history.getcol("MESSAGE", startrow=start)
+    return [
+        HistoryEntry(
+            time_utc=mjd_seconds_to_utc(t) if t > 0 else None,
+            application=str(app),
+            message=str(msg),
+        )
+        for t, app, msg in zip(times, apps, messages, strict=True)
+    ]
