@@ -1,0 +1,113 @@
+"""Running a step's payload (DP3 or any command) as a well-behaved child.
+
+The payload runs in its own session and process group, with output to a log file. On timeout,
+or when the pilot is told to stop, the *whole group* gets SIGTERM, then SIGKILL after a grace
+period, so DP3 and anything it started go with it. The child starts with an empty signal mask
+(gfal2 contexts block signals in the pilot, and children would inherit that).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel
+
+log = logging.getLogger(__name__)
+
+
+class PayloadResult(BaseModel):
+    exit_code: int  # negative: killed by that signal
+    duration_s: float
+    timed_out: bool = False
+    interrupted: bool = False
+    log: Path
+
+
+def _child_setup() -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def kill_group(pgid: int, grace: float, proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group, SIGKILL it after ``grace`` seconds if the leader lingers."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 30.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # the leader is gone; make sure no member of its group survives it
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        return
+
+
+def run_payload(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+    grace: float = 10.0,
+    stop: threading.Event | None = None,
+) -> PayloadResult:
+    """Run ``argv`` (never through a shell) and wait for it, the timeout, or ``stop``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with log_path.open("ab") as out:
+        out.write(f"$ {' '.join(argv)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(  # noqa: S603 - argv list from a validated step
+            list(argv),
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_child_setup,  # only resets the signal mask
+        )
+    timed_out = interrupted = False
+    while proc.poll() is None:
+        if timeout is not None and time.monotonic() - started > timeout:
+            log.warning("payload exceeded %.0f s; killing its process group", timeout)
+            timed_out = True
+        elif stop is not None and stop.is_set():
+            log.warning("pilot stopping; killing the payload's process group")
+            interrupted = True
+        if timed_out or interrupted:
+            kill_group(proc.pid, grace, proc)
+            break
+        time.sleep(0.1)
+    code = proc.wait()
+    return PayloadResult(
+        exit_code=code,
+        duration_s=time.monotonic() - started,
+        timed_out=timed_out,
+        interrupted=interrupted,
+        log=log_path,
+    )
+
+
+def log_tail(path: Path, lines: int = 50, max_bytes: int = 64_000) -> str:
+    """The last ``lines`` lines of a log (reading at most ``max_bytes`` from its end)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
