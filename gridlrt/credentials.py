@@ -2,7 +2,8 @@
 
 Secrets are read only when a caller needs them (never at import time), are never logged, and
 never go into argv, JDL or token documents. Files may use ``key=value`` (``~/.stagingrc``,
-gridlrt's own) or ``key : value`` (``~/.awe/Environment.cfg``) lines; ``#`` starts a comment.
+gridlrt's own) or ``key : value`` (``~/.awe/Environment.cfg``) lines; a line starting with ``#`` is a comment
+(a ``#`` elsewhere is part of the value: passwords may contain it).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ def read_key_value_file(path: Path, *, private: bool = True) -> dict[str, str]:
         raise CredentialsError(f"{path} is not readable by you") from exc
     values: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
+        line = raw.strip()
+        if not line or line.startswith("#"):  # only whole-line comments: '#' may be in a secret
             continue
         eq, colon = line.find("="), line.find(":")
         cut = min(i for i in (eq, colon) if i >= 0) if max(eq, colon) >= 0 else -1

@@ -18,8 +18,8 @@ def write_secret(path: Path, text: str, mode: int = 0o600) -> Path:
 
 
 def test_stagingrc_and_awe_formats(tmp_path: Path) -> None:
-    rc = write_secret(tmp_path / "stagingrc", "# LTA\nuser=ann\npassword = p=w:d\n\n")
-    assert read_key_value_file(rc) == {"user": "ann", "password": "p=w:d"}
+    rc = write_secret(tmp_path / "stagingrc", "# LTA\nuser=ann\npassword = p=w:d#x\n\n  # end\n")
+    assert read_key_value_file(rc) == {"user": "ann", "password": "p=w:d#x"}
     awe = write_secret(tmp_path / "Environment.cfg", "database_user : ann\ndatabase_password : x\n")
     assert read_key_value_file(awe) == {"database_user": "ann", "database_password": "x"}
 
