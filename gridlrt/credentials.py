@@ -2,8 +2,8 @@
 
 Secrets are read only when a caller needs them (never at import time), are never logged, and
 never go into argv, JDL or token documents. Files may use ``key=value`` (``~/.stagingrc``,
-gridlrt's own) or ``key : value`` (``~/.awe/Environment.cfg``) lines; a line starting with ``#`` is a comment
-(a ``#`` elsewhere is part of the value: passwords may contain it).
+gridlrt's own) or ``key : value`` (``~/.awe/Environment.cfg``) lines; a line starting with
+``#`` is a comment (a ``#`` elsewhere is part of the value: passwords may contain it).
 """
 
 from __future__ import annotations
