@@ -1,8 +1,8 @@
 """The CouchDB pool: a PiCaS-compatible database spoken to over HTTP with ``requests``.
 
 Exclusive claims rest on CouchDB's multi-version concurrency control: a claimer reads todo
-rows *with their documents* (``include_docs``), checks each document really is todo, and
-writes it back with the ``_rev`` it read. Only one writer can succeed for a revision; a loser
+rows from the claim view (ids only), reads the chosen document, checks it really is todo,
+and writes it back with the ``_rev`` it read. Only one writer can succeed for a revision; a loser
 gets 409 and tries another candidate. (PiCaS re-reads the document after the view and writes
 it without re-checking ``lock``, which is how two of its workers can "win" one token.)
 Concurrent claimers pick at random within the first rows of the claim view, so they rarely
@@ -34,7 +34,8 @@ from gridlrt.tokens.pool import CreateResult, Overview, TokenPool, parse_token
 log = logging.getLogger(__name__)
 
 RETRIES = 5
-CLAIM_WINDOW = 32  # todo rows a claimer reads at once and picks among at random
+CLAIM_WINDOW = 16  # todo rows a claimer reads at once and picks among at random
+KNOWN_REVISIONS = 1000  # tokens whose last written revision a pool remembers
 VIEW = f"{design.DESIGN_ID}/_view"
 
 
@@ -72,6 +73,7 @@ class CouchDBPool(TokenPool):
         self.session = requests.Session()
         self.session.auth = auth
         self.session.headers["Accept"] = "application/json"
+        self._known: dict[str, Token] = {}
 
     def close(self) -> None:
         self.session.close()
@@ -179,41 +181,57 @@ class CouchDBPool(TokenPool):
         return str(response.json()["rev"])
 
     def _update(self, token_id: str, change: Callable[[Token], Token]) -> Token:
+        # First try on the revision this pool last wrote (saves a GET for a pilot's own
+        # heartbeats, status changes and finish); anything but success means a fresh read.
+        cached = self._known.pop(token_id, None)
+        if cached is not None:
+            try:
+                new = change(cached)
+            except Exception:  # decided on a stale copy: decide again on the current one
+                new = None
+            if new is not None and (rev := self._put(new)) is not None:
+                new.rev = rev
+                return self._remember(new)
         for attempt in range(50):
             new = change(self.get(token_id))
             rev = self._put(new)
             if rev is not None:
                 new.rev = rev
-                return new
+                return self._remember(new)
             time.sleep(min(1.0, 0.01 * 2**attempt) * random.random())
         raise PoolError(f"token {token_id} keeps changing under us in {self.url}; try again")
+
+    def _remember(self, token: Token) -> Token:
+        self._known[token.id] = token
+        if len(self._known) > KNOWN_REVISIONS:
+            self._known.pop(next(iter(self._known)))
+        return token
 
     def claim(self, who: PilotInfo, step: str | None = None) -> Token | None:
         for round_ in range(100):
             window = CLAIM_WINDOW + len(self.malformed.reasons)
             if step is None:
-                rows = self._view("gridlrt_todo_any", limit=window, include_docs="true")
+                rows = self._view("gridlrt_todo_any", limit=window)
             else:
-                rows = self._view(
-                    "gridlrt_todo",
-                    startkey=[step],
-                    endkey=[step, {}],
-                    limit=window,
-                    include_docs="true",
-                )
-            candidates = [r for r in rows if r.get("doc") and r["id"] not in self.malformed.reasons]
+                rows = self._view("gridlrt_todo", startkey=[step], endkey=[step, {}], limit=window)
+            candidates = [r for r in rows if r["id"] not in self.malformed.reasons]
             if not candidates:
                 return None
             conflicts = 0
             for row in self._claim_order(candidates):
-                token = parse_token(row["doc"], self.malformed)
+                # The view says todo; only the document itself can say so for sure. Write back
+                # exactly the revision that was checked: a concurrent claim makes this a 409.
+                response = self._request("GET", self._doc_path(row["id"]), ok=(200, 404))
+                if response.status_code == 404:
+                    continue
+                token = parse_token(response.json(), self.malformed)
                 if token is None or token.status is not TokenStatus.TODO:
                     continue
                 new = transitions.claim(token, who, time.time())
                 rev = self._put(new)
                 if rev is not None:
                     new.rev = rev
-                    return new
+                    return self._remember(new)
                 conflicts += 1
             if conflicts:
                 time.sleep(min(0.5, 0.01 * 2 ** min(round_, 6)) * random.random())
@@ -223,9 +241,10 @@ class CouchDBPool(TokenPool):
     def _claim_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The head row first (strict priority-then-age order when nobody competes), then, for
         those who lost it, the other rows of the same priority in random order, so concurrent
-        claimers scatter instead of colliding again. Lower priorities wait for the next read."""
+        claimers scatter instead of colliding again. Lower priorities wait for the next read.
+        (The claim views' keys end with ``-priority, created``.)"""
         head, rest = rows[0], rows[1:]
-        same = [r for r in rest if r["doc"].get("priority", 0) == head["doc"].get("priority", 0)]
+        same = [r for r in rest if r["key"][-2] == head["key"][-2]]
         random.shuffle(same)
         return [head, *same[:8]]
 
