@@ -5,8 +5,9 @@ rows from the claim view (ids only), reads the chosen document, checks it really
 and writes it back with the ``_rev`` it read. Only one writer can succeed for a revision; a loser
 gets 409 and tries another candidate. (PiCaS re-reads the document after the view and writes
 it without re-checking ``lock``, which is how two of its workers can "win" one token.)
-Concurrent claimers pick at random within the first rows of the claim view, so they rarely
-collide, and back off with jitter when they do.
+A claimer keeps the rest of one view read for a few seconds and tries those ids first (one
+view query serves many claims); after a conflict it tries them in random order, so
+concurrent claimers scatter, and it backs off with jitter when a whole read is used up.
 
 Every request is retried with backoff on connection errors and 5xx answers, a bounded number
 of times; then :class:`~gridlrt.errors.PoolUnavailable` says so in one line. Credentials go in
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 RETRIES = 5
 CLAIM_WINDOW = 16  # todo rows a claimer reads at once and picks among at random
 KNOWN_REVISIONS = 1000  # tokens whose last written revision a pool remembers
+CANDIDATES_TTL = 10.0  # seconds a claimer keeps trying the rest of one claim-view read
 VIEW = f"{design.DESIGN_ID}/_view"
 
 
@@ -74,6 +76,7 @@ class CouchDBPool(TokenPool):
         self.session.auth = auth
         self.session.headers["Accept"] = "application/json"
         self._known: dict[str, Token] = {}
+        self._pending: dict[str | None, tuple[float, list[str]]] = {}
 
     def close(self) -> None:
         self.session.close()
@@ -209,44 +212,52 @@ class CouchDBPool(TokenPool):
 
     def claim(self, who: PilotInfo, step: str | None = None) -> Token | None:
         for round_ in range(100):
-            window = CLAIM_WINDOW + len(self.malformed.reasons)
-            if step is None:
-                rows = self._view("gridlrt_todo_any", limit=window)
-            else:
-                rows = self._view("gridlrt_todo", startkey=[step], endkey=[step, {}], limit=window)
-            candidates = [r for r in rows if r["id"] not in self.malformed.reasons]
+            candidates = self._candidates(step)
             if not candidates:
                 return None
             conflicts = 0
-            for row in self._claim_order(candidates):
-                # The view says todo; only the document itself can say so for sure. Write back
-                # exactly the revision that was checked: a concurrent claim makes this a 409.
-                response = self._request("GET", self._doc_path(row["id"]), ok=(200, 404))
-                if response.status_code == 404:
-                    continue
-                token = parse_token(response.json(), self.malformed)
-                if token is None or token.status is not TokenStatus.TODO:
-                    continue
-                new = transitions.claim(token, who, time.time())
-                rev = self._put(new)
-                if rev is not None:
-                    new.rev = rev
-                    return self._remember(new)
+            while candidates:
+                token_id = candidates.pop(0)
+                # The view said todo; only the document can say so for sure. Write back exactly
+                # the revision that was checked: a concurrent claim turns this PUT into a 409.
+                response = self._request("GET", self._doc_path(token_id), ok=(200, 404))
+                token = parse_token(response.json(), self.malformed) if response.ok else None
+                if token is not None and token.status is TokenStatus.TODO:
+                    new = transitions.claim(token, who, time.time())
+                    rev = self._put(new)
+                    if rev is not None:
+                        new.rev = rev
+                        return self._remember(new)
                 conflicts += 1
+                random.shuffle(candidates)  # others are at work here: scatter
+            self._pending.pop(step, None)
             if conflicts:
                 time.sleep(min(0.5, 0.01 * 2 ** min(round_, 6)) * random.random())
         raise PoolError(f"could not claim a token in {self.url} after 100 rounds of conflicts")
 
+    def _candidates(self, step: str | None) -> list[str]:
+        """Todo ids to try, best first: what is left of a recent view read (saves a view query
+        per claim), else a fresh read of the claim view."""
+        read_at, ids = self._pending.get(step, (0.0, []))
+        if ids and time.monotonic() - read_at < CANDIDATES_TTL:
+            return ids
+        window = CLAIM_WINDOW + len(self.malformed.reasons)
+        if step is None:
+            rows = self._view("gridlrt_todo_any", limit=window)
+        else:
+            rows = self._view("gridlrt_todo", startkey=[step], endkey=[step, {}], limit=window)
+        rows = [r for r in rows if r["id"] not in self.malformed.reasons]
+        ids = [r["id"] for r in self._claim_order(rows)] if rows else []
+        self._pending[step] = (time.monotonic(), ids)
+        return ids
+
     @staticmethod
     def _claim_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The head row first (strict priority-then-age order when nobody competes), then, for
-        those who lost it, the other rows of the same priority in random order, so concurrent
-        claimers scatter instead of colliding again. Lower priorities wait for the next read.
-        (The claim views' keys end with ``-priority, created``.)"""
+        """The rows of the best priority in view order (priority, then age); lower priorities
+        wait for the next read. (The claim views' keys end with ``-priority, created``.)"""
         head, rest = rows[0], rows[1:]
         same = [r for r in rest if r["key"][-2] == head["key"][-2]]
-        random.shuffle(same)
-        return [head, *same[:8]]
+        return [head, *same]
 
     def _iter_docs(
         self, status: TokenStatus | None = None, step: str | None = None
