@@ -6,8 +6,9 @@ and writes it back with the ``_rev`` it read. Only one writer can succeed for a 
 gets 409 and tries another candidate. (PiCaS re-reads the document after the view and writes
 it without re-checking ``lock``, which is how two of its workers can "win" one token.)
 A claimer keeps the rest of one view read for a few seconds and tries those ids first (one
-view query serves many claims); after a conflict it tries them in random order, so
-concurrent claimers scatter, and it backs off with jitter when a whole read is used up.
+view query serves many claims). Alone, it takes them in view order (priority, then age);
+once it has lost a race it tries them in random order for a while, so concurrent claimers
+scatter instead of all going for the head, and it backs off with jitter when a read is used up.
 
 Every request is retried with backoff on connection errors and 5xx answers, a bounded number
 of times; then :class:`~gridlrt.errors.PoolUnavailable` says so in one line. Credentials go in
@@ -35,7 +36,8 @@ from gridlrt.tokens.pool import CreateResult, Overview, TokenPool, parse_token
 log = logging.getLogger(__name__)
 
 RETRIES = 5
-CLAIM_WINDOW = 16  # todo rows a claimer reads at once and picks among at random
+CLAIM_WINDOW = 64  # todo rows a claimer reads at once
+CONTENDED_FOR = 60.0  # seconds a claimer keeps scattering after it lost a race
 KNOWN_REVISIONS = 1000  # tokens whose last written revision a pool remembers
 CANDIDATES_TTL = 10.0  # seconds a claimer keeps trying the rest of one claim-view read
 VIEW = f"{design.DESIGN_ID}/_view"
@@ -77,6 +79,7 @@ class CouchDBPool(TokenPool):
         self.session.headers["Accept"] = "application/json"
         self._known: dict[str, Token] = {}
         self._pending: dict[str | None, tuple[float, list[str]]] = {}
+        self._contended_until = 0.0
 
     def close(self) -> None:
         self.session.close()
@@ -229,6 +232,7 @@ class CouchDBPool(TokenPool):
                         new.rev = rev
                         return self._remember(new)
                 conflicts += 1
+                self._contended_until = time.monotonic() + CONTENDED_FOR
                 random.shuffle(candidates)  # others are at work here: scatter
             self._pending.pop(step, None)
             if conflicts:
@@ -248,6 +252,8 @@ class CouchDBPool(TokenPool):
             rows = self._view("gridlrt_todo", startkey=[step], endkey=[step, {}], limit=window)
         rows = [r for r in rows if r["id"] not in self.malformed.reasons]
         ids = [r["id"] for r in self._claim_order(rows)] if rows else []
+        if time.monotonic() < self._contended_until:
+            random.shuffle(ids)  # recently lost races: do not all start at the head
         self._pending[step] = (time.monotonic(), ids)
         return ids
 
