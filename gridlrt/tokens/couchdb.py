@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 RETRIES = 5
 CLAIM_WINDOW = 64  # todo rows a claimer reads at once
 CONTENDED_FOR = 60.0  # seconds a claimer keeps scattering after it lost a race
+MISSES_BEFORE_REREAD = 2  # taken candidates in a row before reading the view again
 KNOWN_REVISIONS = 1000  # tokens whose last written revision a pool remembers
 CANDIDATES_TTL = 10.0  # seconds a claimer keeps trying the rest of one claim-view read
 VIEW = f"{design.DESIGN_ID}/_view"
@@ -233,6 +234,8 @@ class CouchDBPool(TokenPool):
                         return self._remember(new)
                 conflicts += 1
                 self._contended_until = time.monotonic() + CONTENDED_FOR
+                if conflicts >= MISSES_BEFORE_REREAD:  # the read is stale: a new one is cheaper
+                    break
                 random.shuffle(candidates)  # others are at work here: scatter
             self._pending.pop(step, None)
             if conflicts:
