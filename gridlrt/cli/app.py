@@ -13,6 +13,8 @@ from gridlrt import __version__
 from gridlrt.cli.common import err_console
 from gridlrt.cli.doctor import doctor_command
 from gridlrt.cli.ms import ms_app
+from gridlrt.cli.sandbox import sandbox_app
+from gridlrt.cli.storage import storage_app
 from gridlrt.cli.tokens import pool_app, tokens_app
 from gridlrt.errors import GridlrtError
 
@@ -23,7 +25,7 @@ app = typer.Typer(
     "Start with `gridlrt doctor` to see what this node has.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold secrets
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
 )
 
 
@@ -59,6 +61,8 @@ app.command("doctor")(doctor_command)
 app.add_typer(pool_app, name="pool")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(ms_app, name="ms")
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(storage_app, name="storage")
 
 
 def main(argv: list[str] | None = None) -> None:

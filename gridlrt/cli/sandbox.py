@@ -1,0 +1,208 @@
+"""``gridlrt sandbox ...``: build a step directory into a content-addressed tarball, push it
+to storage once, and fetch it back verified."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gridlrt.cli.common import console, err_console, settings
+from gridlrt.cli.storage import (
+    DryRunOption,
+    RetriesOption,
+    TimeoutOption,
+    open_storage,
+    transfer_progress,
+)
+from gridlrt.errors import InputError
+from gridlrt.sandbox import (
+    build_sandbox,
+    fetch_sandbox,
+    plan_fetch,
+    plan_push,
+    push_sandbox,
+)
+from gridlrt.storage.gfal import DEFAULT_RETRIES, DEFAULT_TRANSFER_TIMEOUT
+
+sandbox_app = typer.Typer(
+    help="Pack a step (scripts, parset templates, step config) into a reproducible tar.gz "
+    "whose sha256 is its id; push it to storage once; fetch it back verified on a worker.",
+    no_args_is_help=True,
+)
+
+IncludeOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--include",
+        help="Extra file to add, as FILE (at the top, under its own name) or NAME=FILE "
+        "(under NAME, e.g. bin/bootstrap.sh=./bootstrap.sh). Repeatable.",
+        show_default=False,
+    ),
+]
+
+
+def _extra(items: list[str] | None) -> dict[str, Path]:
+    extra: dict[str, Path] = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = Path(item).name, item
+        if not name or not path:
+            raise InputError(f"--include {item!r}: expected FILE or NAME=FILE")
+        extra[name] = Path(path)
+    return extra
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"
+
+
+@sandbox_app.command("build")
+def build(
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIR", help="The step directory.", show_default=False)
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="File to write, or an existing directory for ID.tar.gz. "
+            "Default: ID.tar.gz in the current directory (ID: the sha256).",
+            show_default=False,
+        ),
+    ] = None,
+    include: IncludeOption = None,
+) -> None:
+    """Build DIR into a reproducible tar.gz and print its id (the sha256 of the bytes).
+
+    Same content, same bytes, same id: members are sorted, times and owners fixed, modes
+    normalised (0755 if executable, else 0644); Python byte-code caches and .git are left out.
+    Symlinks must stay inside DIR; devices and FIFOs are refused.
+
+    Example: ID=$(gridlrt sandbox build steps/average)
+    """  # fmt: skip
+    sandbox = build_sandbox(directory, output, extra=_extra(include))
+    typer.echo(sandbox.id)
+    err_console.print(
+        f"wrote {sandbox.path} ({sandbox.files} files, {_human(sandbox.size)})",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@sandbox_app.command("push")
+def push(
+    ctx: typer.Context,
+    source: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DIR|FILE",
+            help="Step directory (built now) or a built ID.tar.gz.",
+            show_default=False,
+        ),
+    ],
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="Base URL; the sandbox goes to URL/ID.tar.gz. Default: the sandbox_root setting.",
+            show_default=False,
+        ),
+    ] = None,
+    include: IncludeOption = None,
+    retries: RetriesOption = DEFAULT_RETRIES,
+    timeout: TimeoutOption = DEFAULT_TRANSFER_TIMEOUT,
+    dry_run: DryRunOption = False,
+) -> None:
+    """Upload a sandbox to URL/ID.tar.gz, once: if that id is already there, nothing is
+    sent. The upload is verified and renamed into place only when complete.
+
+    Example: gridlrt sandbox push steps/average --to davs://webdav.grid.surfsara.nl/pnfs/.../sandboxes
+    """  # fmt: skip
+    base = to or settings(ctx).sandbox_root
+    store = open_storage(retries, timeout)
+    if dry_run:
+        plan = plan_push(store, source, base, extra=_extra(include))
+        verb = "already there, would skip" if plan.present else "would upload"
+        console.print(
+            f"sandbox {plan.id} ({plan.files} files, {_human(plan.size)}): {verb} {plan.url}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    with transfer_progress("pushing sandbox") as progress:
+        result = push_sandbox(store, source, base, extra=_extra(include), progress=progress)
+    if result.uploaded:
+        rate = _human(int(result.transfer.rate)) if result.transfer else "-"
+        how = result.transfer.verified if result.transfer else "none"
+        console.print(
+            f"uploaded sandbox {result.id} to {result.url} ({_human(result.size)}, "
+            f"{rate}/s, verified {how})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        console.print(
+            f"sandbox {result.id} already at {result.url}; nothing uploaded",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@sandbox_app.command("fetch")
+def fetch(
+    url: Annotated[
+        str,
+        typer.Argument(help="URL (or path) of a SHA256.tar.gz sandbox.", show_default=False),
+    ],
+    to: Annotated[
+        Path,
+        typer.Option(
+            "--to", help="Directory to unpack into (must be new or empty).", show_default=False
+        ),
+    ],
+    sha256: Annotated[
+        str | None,
+        typer.Option(
+            "--sha256",
+            help="Expected sha256, when the file name is not SHA256.tar.gz.",
+            show_default=False,
+        ),
+    ] = None,
+    retries: RetriesOption = DEFAULT_RETRIES,
+    timeout: TimeoutOption = DEFAULT_TRANSFER_TIMEOUT,
+    dry_run: DryRunOption = False,
+) -> None:
+    """Download a sandbox, check its sha256, and unpack it into --to.
+
+    Nothing is unpacked when the hash differs (a corrupted or tampered file) or when a
+    member is unsafe: an absolute path, '..', a device or FIFO, or a link out of the tree.
+
+    Example: gridlrt sandbox fetch dav://host/sandboxes/ID.tar.gz --to ./step
+    """  # fmt: skip
+    store = open_storage(retries, timeout)
+    if dry_run:
+        plan = plan_fetch(store, url, to, sha256=sha256)
+        console.print(
+            f"would download {plan.url} ({_human(plan.size)}), check sha256 {plan.sha256} "
+            f"and unpack into {plan.dest}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    with transfer_progress("fetching sandbox") as progress:
+        result = fetch_sandbox(store, url, to, sha256=sha256, progress=progress)
+    console.print(
+        f"fetched sandbox {result.sha256} ({result.files} files, sha256 verified) into "
+        f"{result.dest}",
+        highlight=False,
+        soft_wrap=True,
+    )
