@@ -14,6 +14,7 @@ from gridlrt.cli.common import err_console
 from gridlrt.cli.doctor import doctor_command
 from gridlrt.cli.ms import ms_app
 from gridlrt.cli.sandbox import sandbox_app
+from gridlrt.cli.stage import stage_app
 from gridlrt.cli.storage import storage_app
 from gridlrt.cli.tokens import pool_app, tokens_app
 from gridlrt.errors import GridlrtError
@@ -60,6 +61,7 @@ def root(
 app.command("doctor")(doctor_command)
 app.add_typer(pool_app, name="pool")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(stage_app, name="stage")
 app.add_typer(ms_app, name="ms")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(storage_app, name="storage")

@@ -1,0 +1,657 @@
+"""``gridlrt stage ...``: from an LTA ``srm.txt`` to files online on dCache.
+
+Thin: parsing, planning, the stager clients, records and locality live in
+:mod:`gridlrt.staging`; this module turns options into calls and answers into tables.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from gridlrt.cli.common import console, err_console, settings
+from gridlrt.durations import parse_duration
+from gridlrt.errors import CredentialsError, InputError, StagingError
+from gridlrt.staging import open_stager, service_url
+from gridlrt.staging.credentials import load_lta_credentials, requested_protocol
+from gridlrt.staging.lists import read_srm_list, read_url_list
+from gridlrt.staging.ranges import format_ranges
+from gridlrt.staging.records import RequestStore
+from gridlrt.staging.stager import (
+    MAX_FILES_IN_FLIGHT,
+    MAX_FILES_PER_REQUEST,
+    Plan,
+    Protocol,
+    Stager,
+    StagingReport,
+    StagingRequest,
+    StagingState,
+    plan_requests,
+)
+from gridlrt.staging.surl import SURL, URL_FORMS, UrlForm, group_by_observation, select_subbands
+
+stage_app = typer.Typer(
+    help="Stage LTA data: read an srm.txt from the LTA catalogue, ask the LTA stager to bring "
+    "the files from tape to disk, watch the requests, and check what is online.\n\n"
+    "Typical session:\n\n"
+    "  gridlrt stage list srm.txt\n\n"
+    "  gridlrt stage submit srm.txt --subbands 0..243 --dry-run\n\n"
+    "  gridlrt stage submit srm.txt --subbands 0..243 --wait\n\n"
+    "  gridlrt stage status\n\n"
+    "  gridlrt stage check srm.txt\n\n"
+    "Credentials: ~/.stagingrc (chmod 600) with api_token=... (StageIT) or user=/password= "
+    "(v1 XML-RPC), or GRIDLRT_LTA_TOKEN / GRIDLRT_LTA_USER + GRIDLRT_LTA_PASSWORD.",
+    no_args_is_help=True,
+)
+
+STATE_STYLE = {
+    StagingState.NEW: "white",
+    StagingState.SCHEDULED: "white",
+    StagingState.IN_PROGRESS: "cyan",
+    StagingState.ON_HOLD: "yellow",
+    StagingState.SUCCESS: "green",
+    StagingState.PARTIAL_SUCCESS: "yellow",
+    StagingState.FAILED: "bold red",
+    StagingState.ABORTED: "red",
+}
+LOCALITY_STYLE = {
+    "ONLINE": "green",
+    "ONLINE_AND_NEARLINE": "green",
+    "NEARLINE": "yellow",
+    "UNKNOWN": "bold yellow",
+    "MISSING": "bold red",
+}
+
+FileArgument = Annotated[
+    Path,
+    typer.Argument(
+        metavar="FILE", help="SRM list: one srm:// URL per line (the LTA catalogue's srm.txt)."
+    ),
+]
+SubbandsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--subbands",
+        help="Only these subbands, LEDAMA ranges: 0..243, 0..243..2 (every second), 1-3,7.",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+ProtocolOption = Annotated[
+    str | None,
+    typer.Option(
+        "--protocol",
+        help="stageit (v2, current), v1 (XML-RPC) or auto: from the credentials "
+        "(api_token= means StageIT). Default: $GRIDLRT_LTA_PROTOCOL or auto.",
+        show_default=False,
+    ),
+]
+StagerUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--stager-url",
+        help="Stager service URL. Default: $GRIDLRT_STAGEIT_URL or "
+        "https://sdc.astron.nl/stageit/api/staging/ (StageIT), $GRIDLRT_STAGER_URL or "
+        "https://webportal.astron.nl/service-public/xmlrpc (v1).",
+        show_default=False,
+    ),
+]
+RequestIdArgument = Annotated[int, typer.Argument(metavar="ID", help="Staging request id.")]
+
+
+def _styled(state: StagingState) -> str:
+    return f"[{STATE_STYLE[state]}]{state.label}[/]"
+
+
+def _read(file: Path, subbands: str | None) -> list[SURL]:
+    """The SURLs of ``file`` (strict), restricted to ``subbands``; duplicates are reported."""
+    srm_list = read_srm_list(file)
+    for dup in srm_list.duplicates:
+        err_console.print(
+            f"[yellow]warning:[/] {file}:{dup.line}: duplicate of line {dup.first_line}, dropped",
+            highlight=False,
+        )
+    surls = srm_list.surls
+    if subbands is not None:
+        chosen = select_subbands(surls, subbands)
+        if not chosen:
+            have = format_ranges(s.subband for s in surls if s.subband is not None) or "none"
+            raise InputError(
+                f"--subbands {subbands} matches no file in {file} (its subbands: {have})"
+            )
+        surls = chosen
+    return surls
+
+
+def _forms(forms: Sequence[str] | None) -> list[UrlForm]:
+    chosen: list[UrlForm] = []
+    for form in forms or ["srm"]:
+        if form == "all":
+            return list(URL_FORMS)
+        match = [f for f in URL_FORMS if f == form]
+        if not match:
+            raise InputError(f"--form {form!r}: choose {', '.join(URL_FORMS)} or all")
+        chosen.append(match[0])
+    return chosen
+
+
+def _int_or_dash(value: int | None, width: int = 0) -> str:
+    return "-" if value is None else f"{value:0{width}d}"
+
+
+def _surl_json(s: SURL) -> dict[str, object]:
+    return {
+        "name": s.name, "site": s.site.key, "site_name": s.site.name, "project": s.project,
+        "obsid": s.obsid, "sap": s.sap, "subband": s.subband, "suffix": s.suffix,
+        "urls": s.forms(),
+    }  # fmt: skip
+
+
+# --- list ------------------------------------------------------------------------------------
+
+
+@stage_app.command("list")
+def list_command(
+    file: FileArgument,
+    subbands: SubbandsOption = None,
+    form: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--form",
+            help="URL forms to show (repeatable): srm, gfal (srm://…/srm/managerv2?SFN=…), "
+            "gsiftp, https (LTA download link), webdav, or all. Default: srm.",
+            show_default=False,
+        ),
+    ] = None,
+    print_form: Annotated[
+        str | None,
+        typer.Option(
+            "--print",
+            metavar="FORM",
+            help="Only print the URLs in this form, one per line (for scripts and gfal-copy).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """What an SRM list holds: observation, SAP, subband and site of every file, and its URL
+    in other forms (GridFTP, HTTPS download, WebDAV). Mixed-site lists are grouped by site.
+
+    Examples:
+
+      gridlrt stage list srm.txt
+
+      gridlrt stage list srm.txt --subbands 0..243..2 --form gsiftp --form webdav
+
+      gridlrt stage list srm.txt --print gsiftp > gsiftp.txt
+    """
+    surls = _read(file, subbands)
+    groups = group_by_observation(surls)
+    ordered = [s for g in groups for s in g.surls]
+    if print_form is not None:
+        (chosen,) = _forms([print_form])
+        for surl in ordered:
+            url = surl.form(chosen)
+            if url is None:
+                raise InputError(f"{surl.url}: {surl.site.name} has no {chosen} form")
+            typer.echo(url)
+        return
+    if as_json:
+        typer.echo(json.dumps([_surl_json(s) for s in ordered], indent=2, ensure_ascii=False))
+        return
+    forms = _forms(form)
+    table = Table(title=f"{len(surls)} file(s) in {file}", title_justify="left")
+    for column in ("obs", "SAP", "SB", "site"):
+        table.add_column(column, justify="right" if column in ("SAP", "SB") else "left")
+    for chosen in forms:
+        table.add_column(chosen, overflow="fold")
+    for s in ordered:
+        table.add_row(
+            f"L{s.obsid}" if s.obsid is not None else "-",
+            _int_or_dash(s.sap, 3),
+            _int_or_dash(s.subband, 3),
+            s.site.name,
+            *(s.form(f) or "-" for f in forms),
+        )
+    console.print(table)
+    for group in groups:
+        obs = f"L{group.obsid}" if group.obsid is not None else "(no observation id)"
+        sbs = group.subband_ranges
+        console.print(
+            f"{obs} at {group.site.name}: {len(group.surls)} file(s)"
+            + (f", subbands {sbs}" if sbs else ""),
+            highlight=False,
+        )
+
+
+# --- submit ------------------------------------------------------------------------------------
+
+
+def _plan_table(plan: Plan) -> Table:
+    table = Table(title_justify="left")
+    for column in ("#", "site", "files", "observations", "subbands", "first file", "last file"):
+        table.add_column(column, overflow="fold", justify="right" if column == "files" else "left")
+    for req in plan.requests:
+        table.add_row(
+            str(req.number), req.site_name, str(len(req.surls)), req.observations,
+            req.subbands or "-", req.surls[0].url, req.surls[-1].url,
+        )  # fmt: skip
+    return table
+
+
+def _dry_run_target(
+    ctx: typer.Context, protocol: str | None, stager_url: str | None
+) -> tuple[str, str, str]:
+    """(protocol, service URL, note) without contacting anything; secrets are not shown."""
+    try:
+        creds = load_lta_credentials(settings(ctx), protocol)
+    except CredentialsError as exc:  # no or unusable credentials: say so, still show the plan
+        chosen: Protocol = requested_protocol(protocol) or "stageit"
+        return chosen, service_url(chosen, stager_url), f"; note: {exc}"
+    return creds.protocol, service_url(creds.protocol, stager_url, creds.hostname), ""
+
+
+@stage_app.command("submit")
+def submit_command(
+    ctx: typer.Context,
+    file: FileArgument,
+    subbands: SubbandsOption = None,
+    max_files: Annotated[
+        int,
+        typer.Option(
+            "--max-files", help="At most this many files per request (the LTA asks for ≤ 1,000)."
+        ),
+    ] = MAX_FILES_PER_REQUEST,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="Wait until every request finished, with a progress bar."),
+    ] = False,
+    poll: Annotated[
+        str, typer.Option("--poll", help="While waiting, ask the stager this often.")
+    ] = "30s",
+    timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--timeout", help="Stop waiting after this long (e.g. 12h).", show_default=False
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Show exactly which requests would be sent; send nothing."),
+    ] = False,
+    protocol: ProtocolOption = None,
+    stager_url: StagerUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Ask the LTA to stage the files of FILE (from tape to disk). The list is split per site
+    into requests of at most --max-files files; every request id is recorded, so
+    `gridlrt stage status` shows them later.
+
+    Examples:
+
+      gridlrt stage submit srm.txt --dry-run
+
+      gridlrt stage submit srm.txt --subbands 0..243..2 --wait --poll 1m
+    """
+    surls = _read(file, subbands)
+    store = RequestStore()
+    plan = plan_requests(surls, max_files, in_flight=store.in_flight())
+    poll_seconds = parse_duration(poll)
+    timeout_seconds = parse_duration(timeout) if timeout else None
+    if dry_run:
+        chosen, where, note = _dry_run_target(ctx, protocol, stager_url)
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    {
+                        "protocol": chosen,
+                        "service": where,
+                        "requests": [
+                            {"site": r.site, "surls": [s.url for s in r.surls]}
+                            for r in plan.requests
+                        ],
+                    },
+                    indent=2,
+                )
+            )
+            return
+        table = _plan_table(plan)
+        table.title = (
+            f"would send {len(plan.requests)} request(s) for {plan.files} file(s) to {where} "
+            f"({chosen}{note})"
+        )
+        console.print(table, highlight=False)
+        _warn_in_flight(plan)
+        return
+    _warn_in_flight(plan)
+    with open_stager(settings(ctx), protocol, stager_url) as stager:
+        sent = stager.submit(surls, max_files=max_files, on_submitted=store.save)
+        if as_json and not wait:
+            typer.echo(json.dumps([r.model_dump(mode="json") for r in sent], indent=2))
+            return
+        for record in sent:
+            console.print(
+                f"submitted staging request {record.id}: {record.files_total} file(s) at "
+                f"{record.site} ({stager.protocol}, {stager.service})",
+                highlight=False,
+            )
+        if not wait:
+            console.print("follow with: gridlrt stage status")
+            return
+        reports = _wait(stager, sent, poll_seconds, timeout_seconds, store)
+    if as_json:
+        typer.echo(json.dumps([r.model_dump(mode="json") for r in reports], indent=2))
+    else:
+        console.print(_reports_table(reports, sent))
+    _finish(reports)
+
+
+def _warn_in_flight(plan: Plan) -> None:
+    if plan.over_in_flight_limit:
+        err_console.print(
+            f"[yellow]warning:[/] {plan.in_flight_before + plan.files:,} file(s) would be in "
+            f"flight (recorded unfinished requests included); the LTA stages about "
+            f"{MAX_FILES_IN_FLIGHT:,} per user at once and queues the rest",
+            highlight=False,
+        )
+
+
+def _wait(
+    stager: Stager,
+    sent: Sequence[StagingRequest],
+    poll: float,
+    timeout: float | None,
+    store: RequestStore,
+) -> list[StagingReport]:
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files  {task.fields[state]}"),
+        console=console,
+    )
+    tasks = {
+        r.id: progress.add_task(f"request {r.id} ({r.site})", total=r.files_total, state="new")
+        for r in sent
+    }
+    by_id = {r.id: r for r in sent}
+
+    def show(reports: list[StagingReport]) -> None:
+        for report in reports:
+            progress.update(
+                tasks[report.request_id],
+                completed=report.progress.done or 0,
+                total=report.progress.total or by_id[report.request_id].files_total,
+                state=report.state.label
+                + (f", {report.progress.failed} failed" if report.progress.failed else ""),
+            )
+            store.save(by_id[report.request_id].updated(report))
+
+    with progress:
+        return stager.wait(sent, poll=poll, timeout=timeout, on_progress=show)
+
+
+def _reports_table(reports: Sequence[StagingReport], records: Sequence[StagingRequest]) -> Table:
+    sites = {r.id: r.site for r in records}
+    table = Table(title_justify="left")
+    for column in ("id", "site", "state", "done", "failed", "total"):
+        table.add_column(
+            column, justify="right" if column in ("done", "failed", "total") else "left"
+        )
+    for r in reports:
+        table.add_row(
+            str(r.request_id), sites.get(r.request_id, "?"), _styled(r.state),
+            _int_or_dash(r.progress.done), str(r.progress.failed), _int_or_dash(r.progress.total),
+        )  # fmt: skip
+    return table
+
+
+def _finish(reports: Sequence[StagingReport]) -> None:
+    """Print failed SURLs; exit 1 unless every request succeeded."""
+    failed = [surl for r in reports for surl in r.failed]
+    if failed:
+        err_console.print(f"{len(failed)} file(s) did not stage:", highlight=False)
+        for surl in failed:
+            err_console.print(f"  {surl}", highlight=False, markup=False)
+    bad = [r for r in reports if r.state is not StagingState.SUCCESS]
+    if bad:
+        states = ", ".join(f"{r.request_id} {r.state.label}" for r in bad)
+        err_console.print(f"[bold red]not all staged:[/] {states}", highlight=False)
+        raise typer.Exit(1)
+
+
+# --- status -------------------------------------------------------------------------------------
+
+
+def _record(store: RequestStore, request_id: int) -> StagingRequest | None:
+    found = store.find(request_id)
+    return found[-1] if found else None
+
+
+def _stager_for(
+    ctx: typer.Context,
+    record: StagingRequest | None,
+    protocol: str | None,
+    stager_url: str | None,
+) -> Stager:
+    if record is not None and protocol is None and stager_url is None:
+        return open_stager(settings(ctx), record.protocol, record.service)
+    return open_stager(settings(ctx), protocol, stager_url)
+
+
+@stage_app.command("status")
+def status_command(
+    ctx: typer.Context,
+    request_id: Annotated[
+        int | None,
+        typer.Argument(
+            metavar="[ID]", help="One request. Default: every recorded request.", show_default=False
+        ),
+    ] = None,
+    offline: Annotated[
+        bool,
+        typer.Option("--offline", help="Show the recorded states; do not ask the stager."),
+    ] = False,
+    protocol: ProtocolOption = None,
+    stager_url: StagerUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """State and progress (files done/total) of staging requests. Without ID: every request
+    this user submitted with gridlrt (unfinished ones are asked afresh). With ID: that request,
+    including the SURLs that failed.
+
+    Examples:
+
+      gridlrt stage status
+
+      gridlrt stage status 40001 --json
+    """
+    store = RequestStore()
+    if request_id is not None:
+        _status_one(ctx, store, request_id, protocol, stager_url, as_json)
+        return
+    records = store.all()
+    if not offline:
+        records = _refresh(ctx, store, records)
+    if as_json:
+        typer.echo(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
+        return
+    if not records:
+        console.print(f"no staging requests recorded in {store.path}", highlight=False)
+        return
+    table = Table(title=f"{len(records)} staging request(s) in {store.path}", title_justify="left")
+    for column in ("id", "protocol", "site", "submitted (UTC)", "state", "done", "failed", "total"):
+        table.add_column(
+            column, justify="right" if column in ("done", "failed", "total") else "left"
+        )
+    for r in records:
+        table.add_row(
+            str(r.id), r.protocol, r.site, r.submitted.strftime("%Y-%m-%d %H:%M"),
+            _styled(r.state), _int_or_dash(r.files_done), str(len(r.failed)), str(r.files_total),
+        )  # fmt: skip
+    console.print(table, highlight=False)
+
+
+def _refresh(
+    ctx: typer.Context, store: RequestStore, records: list[StagingRequest]
+) -> list[StagingRequest]:
+    """Ask each service about its unfinished requests; on trouble warn and keep the records."""
+    pending: dict[tuple[Protocol, str], list[StagingRequest]] = {}
+    for record in records:
+        if not record.state.finished:
+            pending.setdefault((record.protocol, record.service), []).append(record)
+    fresh = {(r.service, r.id): r for r in records}
+    for (protocol, service), group in pending.items():
+        try:
+            with open_stager(settings(ctx), protocol, service) as stager:
+                for record in group:
+                    updated = record.updated(stager.report(record.id, record.surls))
+                    store.save(updated)
+                    fresh[(record.service, record.id)] = updated
+        except StagingError as exc:
+            err_console.print(
+                f"[yellow]warning:[/] showing recorded states for {service}: {exc}",
+                highlight=False,
+            )
+    return [fresh[(r.service, r.id)] for r in records]
+
+
+def _status_one(
+    ctx: typer.Context,
+    store: RequestStore,
+    request_id: int,
+    protocol: str | None,
+    stager_url: str | None,
+    as_json: bool,
+) -> None:
+    record = _record(store, request_id)
+    with _stager_for(ctx, record, protocol, stager_url) as stager:
+        report = stager.report(request_id, record.surls if record else None)
+        service = stager.service
+    if record is not None and record.service == service:
+        store.save(record.updated(report))
+    if as_json:
+        typer.echo(json.dumps(report.model_dump(mode="json"), indent=2))
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    done, total = report.progress.done, report.progress.total
+    rows: dict[str, str] = {
+        "request": str(request_id),
+        "service": f"{service} ({report.protocol})",
+        "state": _styled(report.state),
+        "files": f"{_int_or_dash(done)}/{_int_or_dash(total)} online"
+        + (f", {report.progress.failed} failed" if report.progress.failed else ""),
+    }
+    if record is not None:
+        rows["site"] = record.site
+        rows["submitted"] = record.submitted.strftime("%Y-%m-%d %H:%M:%S %Z")
+    for key, value in rows.items():
+        grid.add_row(key, value)
+    console.print(grid, highlight=False)
+    if report.failed:
+        console.print(f"{len(report.failed)} file(s) did not stage:", highlight=False)
+        for surl in report.failed:
+            console.print(f"  {surl}", highlight=False, markup=False)
+
+
+# --- abort --------------------------------------------------------------------------------------
+
+
+@stage_app.command("abort")
+def abort_command(
+    ctx: typer.Context,
+    request_id: RequestIdArgument,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be aborted; abort nothing.")
+    ] = False,
+    protocol: ProtocolOption = None,
+    stager_url: StagerUrlOption = None,
+) -> None:
+    """Abort a staging request (or release the files of a finished one).
+
+    Example: gridlrt stage abort 40001
+    """
+    store = RequestStore()
+    record = _record(store, request_id)
+    if dry_run:
+        what = f"{record.files_total} file(s) at {record.site}, " if record else ""
+        where = record.service if record else "the configured stager"
+        console.print(f"would abort staging request {request_id} ({what}{where})", highlight=False)
+        return
+    with _stager_for(ctx, record, protocol, stager_url) as stager:
+        stager.abort(request_id)
+        state = stager.state(request_id)
+        if record is not None and record.service == stager.service:
+            store.save(record.model_copy(update={"state": state}))
+    console.print(f"aborted staging request {request_id}: now {state.label}", highlight=False)
+
+
+# --- check --------------------------------------------------------------------------------------
+
+
+@stage_app.command("check")
+def check_command(
+    file: FileArgument,
+    subbands: SubbandsOption = None,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Files checked at once.", min=1, max=64)
+    ] = 8,
+    as_json: JsonOption = False,
+) -> None:
+    """Which files are on disk (ONLINE) and which only on tape (NEARLINE), asked of the
+    dCache through gfal2 (the user.status attribute). Needs a grid proxy for srm://.
+
+    Example: gridlrt stage check srm.txt --subbands 0..243
+    """
+    from gridlrt.staging.locality import Locality, check_locality, summarize_locality
+
+    if _is_srm_list(file):
+        urls = [s.url for s in _read(file, subbands)]
+    elif subbands is not None:
+        raise InputError(f"--subbands needs an SRM list; {file} has no srm:// URL")
+    else:
+        urls = read_url_list(file)
+    results = check_locality(urls, workers=workers)
+    summary = summarize_locality(results)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "files": [r.model_dump(mode="json") for r in results],
+                    "summary": summary,
+                },
+                indent=2,
+            )
+        )
+    else:
+        table = Table(title=f"locality of {len(results)} file(s) in {file}", title_justify="left")
+        for column in ("file", "locality", "detail"):
+            table.add_column(column, overflow="fold")
+        for r in results:
+            style = LOCALITY_STYLE.get(r.locality.value, "white")
+            table.add_row(r.url, f"[{style}]{r.locality.value}[/]", r.detail)
+        console.print(table, highlight=False)
+        counts = ", ".join(
+            f"{summary[loc.value]} {loc.value}" for loc in Locality if summary[loc.value]
+        )
+        console.print(
+            f"summary: {summary['online']} of {summary['total']} file(s) online ({counts})",
+            highlight=False,
+        )
+    if any(r.locality in (Locality.MISSING, Locality.UNKNOWN) for r in results):
+        raise typer.Exit(1)
+
+
+def _is_srm_list(file: Path) -> bool:
+    try:
+        return "srm://" in file.read_text(encoding="utf-8-sig", errors="replace").lower()
+    except OSError:
+        return True  # let read_srm_list give the one-line error
