@@ -17,6 +17,7 @@ from gridlrt.cli.sandbox import sandbox_app
 from gridlrt.cli.stage import stage_app
 from gridlrt.cli.storage import storage_app
 from gridlrt.cli.tokens import pool_app, tokens_app
+from gridlrt.cli.worker import worker_app
 from gridlrt.errors import GridlrtError
 
 app = typer.Typer(
@@ -63,6 +64,7 @@ app.add_typer(pool_app, name="pool")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(stage_app, name="stage")
 app.add_typer(ms_app, name="ms")
+app.add_typer(worker_app, name="worker")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(storage_app, name="storage")
 

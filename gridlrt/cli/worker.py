@@ -1,0 +1,140 @@
+"""``gridlrt worker run``: the pilot command that batch and grid jobs start on worker nodes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import tempfile
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from gridlrt.cli.common import PoolOption, console, settings
+from gridlrt.durations import format_duration, parse_duration
+from gridlrt.storage import Storage
+from gridlrt.tokens import open_pool
+from gridlrt.worker.pilot import Pilot, PilotOptions
+from gridlrt.worker.steps import StepConfig, load_step
+
+worker_app = typer.Typer(help="Run a pilot on this node.", no_args_is_help=True)
+
+
+def step_resolver(steps_dir: Path | None) -> Callable[[str], StepConfig]:
+    """Step configs by name: ``steps_dir/<name>.toml|.yaml`` first, then the built-in ones."""
+
+    @cache
+    def resolve(name: str) -> StepConfig:
+        if steps_dir is not None:
+            for suffix in (".toml", ".yaml", ".yml"):
+                candidate = steps_dir / f"{name}{suffix}"
+                if candidate.is_file():
+                    return load_step(candidate)
+        return load_step(name)
+
+    return resolve
+
+
+@worker_app.command("run")
+def run(
+    ctx: typer.Context,
+    pool: PoolOption = None,
+    step: Annotated[
+        str | None, typer.Option("--step", help="Only claim tokens of this step.")
+    ] = None,
+    steps_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--steps-dir",
+            help="Directory with <step>.toml/.yaml files (and the files they name, e.g. sky "
+            "models); steps not found there are the built-in ones.",
+        ),
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", help="Stop after this many tokens.")
+    ] = None,
+    max_time: Annotated[
+        str | None,
+        typer.Option(
+            "--max-time",
+            help="Wall time this pilot may use (e.g. 12h); it will not "
+            "start a token it cannot expect to finish.",
+        ),
+    ] = None,
+    idle_timeout: Annotated[
+        str,
+        typer.Option("--idle-timeout", help="How long to wait for new tokens when none is left."),
+    ] = "0s",
+    heartbeat: Annotated[
+        str, typer.Option("--heartbeat", help="Interval of the liveness signal to the pool.")
+    ] = "30s",
+    workdir: Annotated[
+        Path | None,
+        typer.Option(
+            "--workdir", help="Scratch space (default: $TMPDIR); one directory per token."
+        ),
+    ] = None,
+    keep_workdirs: Annotated[
+        bool, typer.Option("--keep-workdirs", help="Keep each token's directory (debugging).")
+    ] = False,
+    output_root: Annotated[
+        str | None,
+        typer.Option(
+            "--output-root",
+            help="Base URL for outputs ({root} in URL templates). "
+            "Default: storage_root setting (GRIDLRT_STORAGE_ROOT).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Claim tokens and process them until none is left, --max-tokens, or --max-time.
+
+    For each token: download and unpack the inputs, run the step (DP3 parset or command) in
+    its own process group with the step timeout, check the output measurement set, upload the
+    results and the log, and mark the token done. Failures are recorded with the log tail and
+    retried up to the step's max_attempts. SIGTERM/SIGINT: the payload is killed, the token goes
+    back to todo, and the pilot exits 0.
+
+    Example: gridlrt worker run --pool https://couch.example.org:6984/lofar --step average
+    """
+    chosen = settings(ctx, pool)
+    options = PilotOptions(
+        step=step,
+        max_tokens=max_tokens,
+        max_time=parse_duration(max_time) if max_time else None,
+        idle_timeout=parse_duration(idle_timeout),
+        heartbeat_interval=parse_duration(heartbeat),
+        keep_workdirs=keep_workdirs,
+        workroot=workdir or Path(tempfile.gettempdir()) / "gridlrt-pilot",
+    )
+    resolve = step_resolver(steps_dir)
+    with open_pool(chosen) as opened:
+        pilot = Pilot(
+            opened,
+            resolve,
+            Storage(),
+            storage_root=output_root or chosen.storage_root,
+            options=options,
+            step_dir=steps_dir,
+        )
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            pilot.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+        summary = pilot.run()
+    if as_json:
+        typer.echo(json.dumps(summary.model_dump(), indent=2))
+        return
+    mean = sum(summary.token_seconds) / len(summary.token_seconds) if summary.token_seconds else 0
+    console.print(
+        f"pilot {summary.pilot}: {summary.processed} token(s), {summary.done} done, "
+        f"{summary.failed} failed, {summary.released} released"
+        + (f", {format_duration(mean)} per token" if summary.token_seconds else "")
+        + f"; stopped: {summary.stop_reason}"
+    )

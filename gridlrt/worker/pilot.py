@@ -1,0 +1,444 @@
+"""The pilot: the loop that runs on every worker node.
+
+claim a token → heartbeat in the background → fresh work directory → plan (every template
+rendered before anything moves) → download and unpack inputs → run the payload (own process
+group, step timeout) → validate outputs (the MS opens; channel and time counts are what the
+step promises) → upload (atomic, verified) → finish with output URLs, exit code and timings.
+
+Failures go to ``fail`` with the message, traceback and log tail; a token that has not used
+its step's ``max_attempts`` is released for another try. The pilot stops when the pool stays
+empty for ``idle_timeout``, after ``max_tokens``, or when the time left is shorter than the
+expected time of one more token (the mean of this pilot's tokens times ``safety_factor``). On
+SIGTERM/SIGINT (:meth:`Pilot.stop`) the payload is killed, the token goes back to todo, and
+nothing partial is uploaded.
+
+Hook methods (:meth:`Pilot.prepare`, :meth:`Pilot.after`) are for user code, as in PiCaS.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import tarfile
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from gridlrt.doctor import dp3_environment, find_dp3
+from gridlrt.errors import GridlrtError, InputError, LostClaim
+from gridlrt.sandbox.extract import extract_tarball
+from gridlrt.storage import Storage, TransferResult
+from gridlrt.tokens import PilotInfo, Token, TokenPool, TokenStatus
+from gridlrt.tokens.model import UploadResult
+from gridlrt.worker.msinfo import ms_info
+from gridlrt.worker.payload import log_tail, run_payload
+from gridlrt.worker.plan import TokenPlan, plan_token
+from gridlrt.worker.steps import StepConfig
+
+log = logging.getLogger(__name__)
+
+JOB_ID_VARIABLES = ("SLURM_JOB_ID", "DIRACJOBID", "GLITE_WMS_JOBID", "GRIDLRT_JOB_ID")
+
+
+def batch_job_id(env: dict[str, str] | None = None) -> str | None:
+    """The batch/grid job id of this pilot, from the environment the batch system sets."""
+    env = dict(os.environ) if env is None else env
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return next((env[name] for name in JOB_ID_VARIABLES if env.get(name)), None)
+
+
+class PilotOptions(BaseModel):
+    step: str | None = Field(default=None, description="only claim tokens of this step")
+    max_tokens: int | None = None
+    max_time: float | None = Field(default=None, description="seconds this pilot may run")
+    idle_timeout: float = Field(default=0.0, description="wait this long for new tokens")
+    poll_interval: float = 5.0
+    heartbeat_interval: float = 30.0
+    safety_factor: float = 1.5
+    grace: float = 10.0
+    keep_workdirs: bool = False
+    workroot: Path
+
+
+class PilotSummary(BaseModel):
+    pilot: str
+    processed: int = 0
+    done: int = 0
+    failed: int = 0
+    released: int = 0
+    stop_reason: str = ""
+    token_seconds: list[float] = Field(default_factory=list)
+
+
+class TokenFailure(Exception):
+    """Raised inside the pilot to fail a token with a message and (maybe) a log tail."""
+
+    def __init__(self, message: str, *, exit_code: int = 1, retry: bool = True) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.retry = retry
+
+
+class _Stopped(Exception):
+    """The pilot was told to stop while working on a token."""
+
+
+class Heartbeat(threading.Thread):
+    """Beats for one token until stopped; notices when the token was taken away."""
+
+    def __init__(self, pool: TokenPool, token_id: str, pilot: str, interval: float) -> None:
+        super().__init__(name=f"heartbeat-{token_id}", daemon=True)
+        self.pool, self.token_id, self.pilot, self.interval = pool, token_id, pilot, interval
+        self.finished = threading.Event()
+        self.lost = threading.Event()
+
+    def run(self) -> None:
+        while not self.finished.wait(self.interval):
+            try:
+                load = os.getloadavg()[0]
+                self.pool.heartbeat(self.token_id, self.pilot, {"load": round(load, 2)})
+            except LostClaim:
+                log.warning("token %s was taken from this pilot", self.token_id)
+                self.lost.set()
+                return
+            except GridlrtError as exc:  # the pool is briefly unreachable: keep trying
+                log.warning("heartbeat for %s failed: %s", self.token_id, exc)
+
+
+class Pilot:
+    """Processes tokens from ``pool`` until a stop condition; see the module docstring."""
+
+    def __init__(
+        self,
+        pool: TokenPool,
+        resolve_step: Callable[[str], StepConfig],
+        storage: Storage,
+        *,
+        storage_root: str,
+        options: PilotOptions,
+        who: PilotInfo | None = None,
+        step_dir: Path | None = None,
+    ) -> None:
+        self.pool = pool
+        self.resolve_step = resolve_step
+        self.storage = storage
+        self.storage_root = storage_root
+        self.options = options
+        self.step_dir = step_dir
+        self.who = who or PilotInfo(
+            pilot=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+            host=socket.gethostname(),
+            job_id=batch_job_id(),
+        )
+        self.stop_event = threading.Event()
+        self.summary = PilotSummary(pilot=self.who.pilot)
+        self._started = time.monotonic()
+
+    # --- hooks for user code --------------------------------------------------------------
+
+    def prepare(self, token: Token, plan: TokenPlan) -> None:
+        """Called after the inputs are in place, before the payload runs."""
+
+    def after(self, token: Token, plan: TokenPlan) -> None:
+        """Called after a token finished successfully."""
+
+    # --- control ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the pilot to stop (signal handlers call this)."""
+        self.stop_event.set()
+
+    def _time_left_enough(self) -> bool:
+        if self.options.max_time is None:
+            return True
+        left = self.options.max_time - (time.monotonic() - self._started)
+        times = self.summary.token_seconds
+        expected = (sum(times) / len(times)) * self.options.safety_factor if times else 0.0
+        return left > expected and left > 0
+
+    def _next_token(self) -> Token | None:
+        waited_since = time.monotonic()
+        while not self.stop_event.is_set():
+            token = self.pool.claim(self.who, self.options.step)
+            if token is not None:
+                return token
+            if time.monotonic() - waited_since >= self.options.idle_timeout:
+                self.summary.stop_reason = "no more tokens"
+                return None
+            self.stop_event.wait(self.options.poll_interval)
+        return None
+
+    def run(self) -> PilotSummary:
+        """The loop. Returns what was done and why it stopped."""
+        log.info("pilot %s starting on %s (job %s)", self.who.pilot, self.who.host, self.who.job_id)
+        while True:
+            if self.stop_event.is_set():
+                self.summary.stop_reason = "stopped by signal"
+                break
+            if (
+                self.options.max_tokens is not None
+                and self.summary.processed >= self.options.max_tokens
+            ):
+                self.summary.stop_reason = (
+                    f"processed {self.summary.processed} token(s) (--max-tokens)"
+                )
+                break
+            if not self._time_left_enough():
+                self.summary.stop_reason = "not enough time left for another token (--max-time)"
+                break
+            token = self._next_token()
+            if token is None:
+                if self.stop_event.is_set():
+                    self.summary.stop_reason = "stopped by signal"
+                break
+            self._process(token)
+        log.info("pilot %s stops: %s", self.who.pilot, self.summary.stop_reason)
+        return self.summary
+
+    # --- one token ---------------------------------------------------------------------------
+
+    def _process(self, token: Token) -> None:
+        started = time.monotonic()
+        timings: dict[str, float] = {}
+        workdir = self.options.workroot / token.id
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        beat = Heartbeat(self.pool, token.id, self.who.pilot, self.options.heartbeat_interval)
+        beat.start()
+        plan: TokenPlan | None = None
+        step: StepConfig | None = None
+        try:
+            step = self.resolve_step(token.step)
+            plan = plan_token(
+                step,
+                token,
+                workdir=workdir,
+                storage_root=self.storage_root,
+                step_dir=self.step_dir,
+                dp3=find_dp3(),
+            )
+            self._set(token, TokenStatus.DOWNLOADING)
+            timings["download"] = self._timed(lambda: self._download(plan))
+            self.prepare(token, plan)
+            self._set(token, TokenStatus.RUNNING)
+            timings["run"] = self._timed(lambda: self._run(plan, beat))
+            self._validate(plan)
+            self._set(token, TokenStatus.UPLOADING)
+            uploads: list[TransferResult] = []
+            timings["upload"] = self._timed(lambda: uploads.extend(self._upload(plan)))
+            self._attach_log(token, plan)
+            t0 = time.monotonic()
+            self.pool.finish(
+                token.id,
+                self.who.pilot,
+                output=[u.url for u in plan.uploads],
+                uploads=[
+                    UploadResult(url=r.dst, size=r.size, checksum=r.checksum) for r in uploads
+                ],
+                timings={**timings, "total": time.monotonic() - started},
+            )
+            timings["finish"] = time.monotonic() - t0
+            self.summary.done += 1
+            self.after(token, plan)
+        except _Stopped:
+            self._release(token)
+        except LostClaim as exc:
+            log.warning("%s", exc)
+        except (TokenFailure, InputError, GridlrtError) as exc:
+            retry = getattr(exc, "retry", not isinstance(exc, InputError))
+            code = getattr(exc, "exit_code", 1)
+            self._fail(token, step, plan, str(exc), "", retry=retry, exit_code=code)
+        except Exception as exc:  # a bug or an unexpected environment: record it, go on
+            log.exception("token %s failed unexpectedly", token.id)
+            self._fail(
+                token,
+                step,
+                plan,
+                f"{type(exc).__name__}: {exc}",
+                traceback.format_exc(),
+                retry=True,
+                exit_code=1,
+            )
+        finally:
+            beat.finished.set()
+            beat.join(5)
+            self.summary.processed += 1
+            self.summary.token_seconds.append(time.monotonic() - started)
+            if not self.options.keep_workdirs:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+    def _timed(self, action: Callable[[], object]) -> float:
+        t0 = time.monotonic()
+        action()
+        if self.stop_event.is_set():
+            raise _Stopped
+        return time.monotonic() - t0
+
+    def _set(self, token: Token, status: TokenStatus) -> None:
+        if self.stop_event.is_set():
+            raise _Stopped
+        self.pool.set_status(token.id, self.who.pilot, status)
+
+    def _download(self, plan: TokenPlan) -> None:
+        if not plan.downloads:
+            return
+        pairs = [(d.url, d.path.resolve().as_uri()) for d in plan.downloads]
+        self.storage.copy_many(pairs, max_in_flight=4)
+        for item in plan.downloads:
+            if item.extract_to is not None:
+                extract_ms(item.path, item.extract_to)
+                item.path.unlink()
+
+    def _run(self, plan: TokenPlan, beat: Heartbeat) -> None:
+        if plan.parset is not None:
+            (plan.workdir / "step.parset").write_text(plan.parset)
+        lost = threading.Event()
+        watcher = threading.Thread(
+            target=_either, args=(self.stop_event, beat.lost, lost), daemon=True
+        )
+        watcher.start()
+        result = run_payload(
+            plan.argv,
+            cwd=plan.workdir,
+            log_path=plan.workdir / "payload.log",
+            env=dp3_environment(),
+            timeout=plan.timeout,
+            grace=self.options.grace,
+            stop=lost,
+        )
+        lost.set()
+        if beat.lost.is_set():
+            raise LostClaim(f"token {plan.token_id} was taken from this pilot while running")
+        if result.interrupted:
+            raise _Stopped
+        if result.timed_out:
+            raise TokenFailure(
+                f"payload killed after the step timeout of {plan.timeout:.0f} s", exit_code=124
+            )
+        if result.exit_code != 0:
+            raise TokenFailure(
+                f"{Path(plan.argv[0]).name} exited with {result.exit_code}",
+                exit_code=result.exit_code,
+            )
+
+    def _validate(self, plan: TokenPlan) -> None:
+        for upload in plan.uploads:
+            if not upload.path.exists():
+                raise TokenFailure(
+                    f"expected output {upload.path.name} was not produced", retry=False
+                )
+        if plan.msout is None or not plan.msin or plan.msout not in [u.path for u in plan.uploads]:
+            return
+        try:
+            before, after = ms_info(plan.msin[0]), ms_info(plan.msout)
+        except InputError as exc:
+            raise TokenFailure(f"output does not open as a measurement set: {exc}") from exc
+        channels = before.channels // plan.freqstep
+        timeslots = -(-before.timeslots // plan.timestep)
+        if (after.channels, after.timeslots) != (channels, timeslots):
+            raise TokenFailure(
+                f"output has {after.channels} channels x {after.timeslots} timeslots; the step "
+                f"promises {channels} x {timeslots}",
+                retry=False,
+            )
+
+    def _upload(self, plan: TokenPlan) -> list[TransferResult]:
+        results = []
+        for upload in plan.uploads:
+            source = upload.path
+            if upload.pack:
+                source = pack_directory(upload.path, plan.workdir / "upload")
+            results.append(self.storage.copy(source.resolve().as_uri(), upload.url))
+            if self.stop_event.is_set():
+                raise _Stopped
+        if plan.log_url:
+            log_file = plan.workdir / "payload.log"
+            if log_file.exists():
+                results.append(self.storage.copy(log_file.resolve().as_uri(), plan.log_url))
+        return results
+
+    def _attach_log(self, token: Token, plan: TokenPlan) -> None:
+        tail = log_tail(plan.workdir / "payload.log", 100)
+        if tail:
+            self.pool.attach(token.id, "log_tail.txt", tail.encode())
+
+    def _release(self, token: Token) -> None:
+        try:
+            self.pool.release(token.id, self.who.pilot)
+            self.summary.released += 1
+            log.info("released %s back to todo", token.id)
+        except LostClaim:
+            pass
+
+    def _fail(
+        self,
+        token: Token,
+        step: StepConfig | None,
+        plan: TokenPlan | None,
+        message: str,
+        trace: str,
+        *,
+        retry: bool,
+        exit_code: int,
+    ) -> None:
+        tail = log_tail(plan.workdir / "payload.log", 50) if plan else ""
+        attempts = len(token.attempts)
+        max_attempts = step.max_attempts if step else 1
+        again = retry and attempts < max_attempts
+        log.warning("token %s failed (%s)%s", token.id, message, "; will retry" if again else "")
+        try:
+            if tail:
+                self.pool.attach(token.id, "log_tail.txt", tail.encode())
+            self.pool.fail(
+                token.id,
+                self.who.pilot,
+                message,
+                exception=trace,
+                log_tail=tail,
+                exit_code=exit_code or 1,
+                retry=again,
+            )
+            self.summary.failed += 1
+        except LostClaim:
+            pass
+
+
+def _either(first: threading.Event, second: threading.Event, out: threading.Event) -> None:
+    while not out.is_set():
+        if first.is_set() or second.is_set():
+            out.set()
+            return
+        out.wait(0.2)
+
+
+def pack_directory(directory: Path, into: Path) -> Path:
+    """``directory`` as ``<into>/<name>.tar`` (LTA style: the MS directory at the top)."""
+    into.mkdir(parents=True, exist_ok=True)
+    target = into / f"{directory.name}.tar"
+    with tarfile.open(target, "w") as tar:
+        tar.add(directory, arcname=directory.name)
+    return target
+
+
+def extract_ms(tarball: Path, expected: Path) -> Path:
+    """Unpack an archive tar holding one measurement set so that it is ``expected``, refusing
+    unsafe members (see :mod:`gridlrt.sandbox.extract`)."""
+    unpacked = expected.parent / f".unpack-{expected.name}"
+    shutil.rmtree(unpacked, ignore_errors=True)
+    extract_tarball(tarball, unpacked)
+    found = [p for p in unpacked.iterdir() if p.is_dir() and p.suffix.upper() == ".MS"]
+    if (unpacked / "table.dat").is_file():  # the tar held the MS contents, not the directory
+        found = [unpacked]
+    if len(found) != 1:
+        raise TokenFailure(f"{tarball.name} holds no single measurement set", retry=False)
+    found[0].rename(expected)
+    shutil.rmtree(unpacked, ignore_errors=True)
+    return expected

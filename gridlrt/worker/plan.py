@@ -1,0 +1,203 @@
+"""Planning one token: every download, the rendered payload, the outputs and their URLs.
+
+:func:`plan_token` is pure apart from looking up files: it renders every template of the step
+against the token's fields *before* anything is downloaded, so an unknown placeholder or a
+bad value fails the token at once with a clear message, never half-way through.
+
+Fields a template can use: ``token_id``, ``step``, ``input`` (first input), ``inputs`` (all,
+space-separated), ``obsid``/``sap``/``subband`` (from LOFAR file names), ``msin``, ``msout``,
+``workdir``, ``cores``, ``root`` (the storage root), ``aoflagger_strategy`` (the LOFAR strategy
+in the DP3 wheel, when present), the step's files by name, then the step's ``parameters``,
+overridden by the token's ``parameters`` and by top-level token fields (PiCaS style).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from gridlrt import templating
+from gridlrt.errors import InputError
+from gridlrt.storage.templates import render_url
+from gridlrt.tokens.create import LOFAR_NAME
+from gridlrt.tokens.model import Token
+from gridlrt.worker.steps import StepConfig
+
+ARCHIVE_SUFFIX = re.compile(r"(_[0-9a-fA-F]{8})?\.tar$")
+TOKEN_OWN_FIELDS = frozenset(Token.model_fields) | {"_id", "_rev", "_attachments"}
+
+
+class Download(BaseModel):
+    url: str
+    path: Path  # where it lands
+    extract_to: Path | None = None  # for ms-tarball: the MS expected after extraction
+
+
+class Upload(BaseModel):
+    path: Path  # in the work directory (a file, or an MS directory to pack)
+    url: str
+    pack: bool = False
+
+
+class TokenPlan(BaseModel):
+    token_id: str
+    step: str
+    workdir: Path
+    downloads: list[Download]
+    msin: list[Path]
+    msout: Path | None
+    parset: str | None  # rendered DP3 parset text
+    argv: list[str]  # what runs
+    uploads: list[Upload]
+    log_url: str | None
+    timeout: float
+    freqstep: int = 1
+    timestep: int = 1
+    fields: dict[str, str]
+
+
+def find_aoflagger_strategy(name: str = "lofar-default.lua") -> Path | None:
+    """The AOFlagger strategy shipped inside the DP3 wheel (``DP3.libs/aoflagger/strategies``)."""
+    for base in map(Path, sys.path):
+        candidate = base / "DP3.libs" / "aoflagger" / "strategies" / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def ms_name_in_archive(url: str) -> str:
+    """``L229507_SB100_uv.dppp.MS_3d78b8f1.tar`` -> ``L229507_SB100_uv.dppp.MS``."""
+    base = url.rstrip("/").rsplit("/", 1)[-1].split("?")[0]
+    return ARCHIVE_SUFFIX.sub("", base)
+
+
+def _lofar_fields(first_input: str) -> dict[str, str]:
+    found = LOFAR_NAME.search(first_input.rsplit("/", 1)[-1]) or LOFAR_NAME.search(first_input)
+    if not found:
+        return {}
+    obs, sap, sb = found.groups()
+    fields = {"obsid": obs.removeprefix("L"), "subband": sb.removeprefix("SB")}
+    if sap:
+        fields["sap"] = sap.removeprefix("SAP")
+    return fields
+
+
+def token_parameters(step: StepConfig, token: Token) -> dict[str, Any]:
+    """Step defaults < token ``parameters`` < top-level token fields (PiCaS style)."""
+    extra = {k: v for k, v in (token.model_extra or {}).items() if k not in TOKEN_OWN_FIELDS}
+    return {**step.parameters, **token.parameters, **extra}
+
+
+def plan_token(
+    step: StepConfig,
+    token: Token,
+    *,
+    workdir: Path,
+    storage_root: str,
+    step_dir: Path | None = None,
+    cores: int | None = None,
+    dp3: Path | None = None,
+) -> TokenPlan:
+    """Everything the pilot will do for ``token``; :class:`InputError` if any template fails."""
+    inputs = token.inputs
+    if not inputs and step.inputs.kind != "none":
+        raise InputError(f"token {token.id} has no input")
+    where = f"step {step.name}"
+    fields: dict[str, Any] = {
+        "token_id": token.id,
+        "step": step.name,
+        "input": inputs[0] if inputs else "",
+        "inputs": " ".join(inputs),
+        "workdir": str(workdir),
+        "cores": str(cores or step.cores),
+        "root": storage_root,
+        **_lofar_fields(inputs[0] if inputs else ""),
+    }
+    strategy = find_aoflagger_strategy()
+    if strategy is not None:
+        fields["aoflagger_strategy"] = str(strategy)
+    base = step_dir or step.directory
+    for name in step.files:
+        fields[Path(name).stem.replace("-", "_")] = str((base or workdir) / name)
+    params = token_parameters(step, token)
+    # parameters that name step files (e.g. skymodel = "sky.skymodel") resolve beside the step
+    for key, value in params.items():
+        if isinstance(value, str) and base is not None and (base / value).is_file():
+            params[key] = str(base / value)
+    fields.update({k: v if isinstance(v, str) else str(v) for k, v in params.items()})
+
+    downloads: list[Download] = []
+    msin: list[Path] = []
+    if step.inputs.kind == "ms-tarball":
+        for url in inputs:
+            ms = workdir / ms_name_in_archive(url)
+            downloads.append(
+                Download(url=url, path=workdir / "download" / url.rsplit("/", 1)[-1], extract_to=ms)
+            )
+            msin.append(ms)
+    elif step.inputs.kind == "file":
+        for url in inputs:
+            local = workdir / url.rstrip("/").rsplit("/", 1)[-1]
+            downloads.append(Download(url=url, path=local))
+            msin.append(local)
+    msout: Path | None = None
+    if msin:
+        fields["msin"] = str(msin[0]) if len(msin) == 1 else "[" + ",".join(map(str, msin)) + "]"
+        stem = msin[0].name.split(".")[0]
+        msout = workdir / f"{stem}.{step.name}.MS"
+        fields["msout"] = str(msout)
+
+    parset: str | None = None
+    if step.kind == "dp3":
+        assert step.parset is not None
+        parset = templating.render(step.parset.strip() + "\n", fields, where=f"{where} parset")
+        argv = [str(dp3 or Path(sys.executable).with_name("DP3.py")), str(workdir / "step.parset")]
+    else:
+        assert step.command is not None
+        argv = [templating.render(arg, fields, where=f"{where} command") for arg in step.command]
+
+    uploads: list[Upload] = []
+    for template in step.outputs.keep:
+        local = Path(templating.render(template, fields, where=f"{where} outputs.keep"))
+        local = local if local.is_absolute() else workdir / local
+        pack = step.outputs.pack and local.suffix.upper() == ".MS"
+        name = local.name + (".tar" if pack else "")
+        url = _render_output_url(step, fields, name)
+        uploads.append(Upload(path=local, url=url, pack=pack))
+    log_url = _render_output_url(step, fields, f"{token.id}.log") if step.outputs.log else None
+
+    factors = {"freqstep": 1, "timestep": 1}
+    if step.expect is not None:
+        for key in factors:
+            text = templating.render(getattr(step.expect, key), fields, where=f"{where} expect")
+            try:
+                factors[key] = int(text)
+            except ValueError:
+                raise InputError(f"{where} expect.{key}: {text!r} is not a whole number") from None
+    return TokenPlan(
+        token_id=token.id,
+        step=step.name,
+        workdir=workdir,
+        downloads=downloads,
+        msin=msin,
+        msout=msout,
+        parset=parset,
+        argv=argv,
+        uploads=uploads,
+        log_url=log_url,
+        timeout=step.timeout,
+        freqstep=factors["freqstep"],
+        timestep=factors["timestep"],
+        fields={k: str(v) for k, v in fields.items()},
+    )
+
+
+def _render_output_url(step: StepConfig, fields: dict[str, Any], name: str) -> str:
+    try:
+        return render_url(step.outputs.url, {**fields, "name": name})
+    except InputError as exc:
+        raise InputError(f"step {step.name} outputs.url: {exc}") from exc
