@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 from xml.parsers.expat import ExpatError
 
+from gridlrt.config import strip_credentials
 from gridlrt.errors import (
     StagerAuthError,
     StagingError,
@@ -34,14 +35,6 @@ log = logging.getLogger(__name__)
 DEFAULT_URL = "https://webportal.astron.nl/service-public/xmlrpc"
 URL_ENV = "GRIDLRT_STAGER_URL"
 _NOT_FOUND_HINTS = ("no such", "not found", "does not exist", "unknown request", "doesnotexist")
-
-
-def strip_credentials(url: str) -> str:
-    """``url`` without any ``user:password@`` part."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
 
 
 class _Transport(xmlrpc.client.Transport):

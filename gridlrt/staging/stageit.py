@@ -26,8 +26,8 @@ from typing import Any
 import requests
 import urllib3.exceptions
 
+from gridlrt.config import strip_credentials
 from gridlrt.errors import StagerAuthError, StagingError, StagingRequestNotFound
-from gridlrt.staging.lta_v1 import strip_credentials
 from gridlrt.staging.stager import Progress, Stager, StagingReport, StagingState
 
 log = logging.getLogger(__name__)

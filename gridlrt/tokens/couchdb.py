@@ -23,11 +23,11 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import requests
 
-from gridlrt.config import redact_url
+from gridlrt.config import redact_url, strip_credentials
 from gridlrt.errors import CredentialsError, PoolError, PoolUnavailable, TokenNotFound
 from gridlrt.tokens import design, transitions
 from gridlrt.tokens.model import PilotInfo, Token, TokenStatus
@@ -52,13 +52,6 @@ def _json(response: requests.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def strip_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-
-
 class CouchDBPool(TokenPool):
     """Token pool in a CouchDB (or CouchDB-compatible) database."""
 
@@ -71,7 +64,7 @@ class CouchDBPool(TokenPool):
         retries: int = RETRIES,
     ) -> None:
         super().__init__()
-        self.db_url = strip_credentials(url)
+        self.db_url = strip_credentials(url).split("?")[0].rstrip("/")
         self.url = redact_url(self.db_url)
         self.timeout = timeout
         self.retries = retries
