@@ -318,3 +318,53 @@ def test_timeout_kills_payload_and_children(tmp_path: Path, webdav: WebDAV, area
     child = int(next((tmp_path / "w1").glob("*/child.pid")).read_text())
     assert not alive(child)
     assert took < 2 + 10 + 15  # timeout + grace + start-up of the pilot
+
+
+def quick_step(seconds: float) -> StepConfig:
+    return StepConfig(
+        name="quick",
+        kind="command",
+        command=["sleep", str(seconds)],
+        inputs={"kind": "none"},
+        outputs={"keep": [], "log": False},
+    )
+
+
+def test_stops_after_max_tokens_and_when_time_is_short(
+    pool: TokenPool, webdav: WebDAV, area: str, tmp_path: Path
+) -> None:
+    pool.create([new_token(f"quick_{i}", inputs="x", step="quick") for i in range(6)])
+    step = quick_step(0.4)
+    counted = Pilot(
+        pool,
+        lambda name: step,
+        Storage(),
+        storage_root=webdav.dav_url(area),
+        options=PilotOptions(workroot=tmp_path / "a", max_tokens=2),
+    ).run()
+    assert counted.done == 2 and "--max-tokens" in counted.stop_reason
+
+    # Each token takes >= 0.4 s; with 1.0 s and a safety factor of 1.5 a third cannot fit.
+    timed = Pilot(
+        pool,
+        lambda name: step,
+        Storage(),
+        storage_root=webdav.dav_url(area),
+        options=PilotOptions(workroot=tmp_path / "b", max_time=1.0),
+    ).run()
+    assert 1 <= timed.done <= 2
+    assert "not enough time left" in timed.stop_reason
+    assert pool.overview().by_status("quick")["todo"] == 6 - 2 - timed.done
+
+
+def test_batch_job_id_from_the_environment() -> None:
+    from gridlrt.worker.pilot import batch_job_id
+
+    assert (
+        batch_job_id({"SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "3", "SLURM_JOB_ID": "80"})
+        == "77_3"
+    )
+    assert batch_job_id({"SLURM_JOB_ID": "80"}) == "80"
+    assert batch_job_id({"DIRACJOBID": "123456"}) == "123456"
+    assert batch_job_id({"GLITE_WMS_JOBID": "https://wms.grid.sara.nl:9000/abc"}).endswith("abc")
+    assert batch_job_id({}) is None
