@@ -92,7 +92,9 @@ def test_token_to_dp3_to_webdav(
     stem = ms.name.removesuffix(".MS")  # L229507_SAP000_SB100_uv
     expected = webdav.dav_url(f"{area}/results/L229507/{step}/{stem}.{step}.MS.tar")
     assert token.output == [expected]
-    assert {"download", "run", "upload", "total"} <= set(token.attempts[-1].timings)
+    assert {"claim", "download", "run", "validate", "upload", "total"} <= set(
+        token.attempts[-1].timings
+    )
     assert "log_tail.txt" in pool.attachment_names(token.id)
     assert webdav.path(f"{area}/results/L229507/{step}/{token.id}.log").stat().st_size > 0
 

@@ -79,7 +79,12 @@ def run_payload(
             preexec_fn=_child_setup,  # only resets the signal mask
         )
     timed_out = interrupted = False
-    while proc.poll() is None:
+    while True:
+        try:
+            proc.wait(0.1)  # returns the moment the payload exits
+            break
+        except subprocess.TimeoutExpired:
+            pass
         if timeout is not None and time.monotonic() - started > timeout:
             log.warning("payload exceeded %.0f s; killing its process group", timeout)
             timed_out = True
@@ -89,7 +94,6 @@ def run_payload(
         if timed_out or interrupted:
             kill_group(proc.pid, grace, proc)
             break
-        time.sleep(0.1)
     code = proc.wait()
     return PayloadResult(
         exit_code=code,

@@ -141,6 +141,7 @@ class Pilot:
         self.stop_event = threading.Event()
         self.summary = PilotSummary(pilot=self.who.pilot)
         self._started = time.monotonic()
+        self._claim_seconds = 0.0
 
     # --- hooks for user code --------------------------------------------------------------
 
@@ -194,7 +195,9 @@ class Pilot:
             if not self._time_left_enough():
                 self.summary.stop_reason = "not enough time left for another token (--max-time)"
                 break
+            t0 = time.monotonic()
             token = self._next_token()
+            self._claim_seconds = time.monotonic() - t0
             if token is None:
                 if self.stop_event.is_set():
                     self.summary.stop_reason = "stopped by signal"
@@ -207,7 +210,7 @@ class Pilot:
 
     def _process(self, token: Token) -> None:
         started = time.monotonic()
-        timings: dict[str, float] = {}
+        timings: dict[str, float] = {"claim": self._claim_seconds}
         workdir = self.options.workroot / token.id
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
@@ -230,12 +233,11 @@ class Pilot:
             self.prepare(token, plan)
             self._set(token, TokenStatus.RUNNING)
             timings["run"] = self._timed(lambda: self._run(plan, beat))
-            self._validate(plan)
+            timings["validate"] = self._timed(lambda: self._validate(plan))
             self._set(token, TokenStatus.UPLOADING)
             uploads: list[TransferResult] = []
             timings["upload"] = self._timed(lambda: uploads.extend(self._upload(plan)))
             self._attach_log(token, plan)
-            t0 = time.monotonic()
             self.pool.finish(
                 token.id,
                 self.who.pilot,
@@ -245,7 +247,6 @@ class Pilot:
                 ],
                 timings={**timings, "total": time.monotonic() - started},
             )
-            timings["finish"] = time.monotonic() - t0
             self.summary.done += 1
             self.after(token, plan)
         except _Stopped:
