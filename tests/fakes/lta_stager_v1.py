@@ -19,6 +19,7 @@ from typing import Any
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
 from tests.fakes.archive import FakeArchive
+from tests.fakes.server import LoopbackFake
 
 PATH = "/service-public/xmlrpc"
 
@@ -66,12 +67,15 @@ class _Handler(SimpleXMLRPCRequestHandler):
         pass
 
 
-class FakeLtaStagerV1:
+class FakeLtaStagerV1(LoopbackFake):
     """The fake service; ``with FakeLtaStagerV1(...) as fake: fake.url``."""
+
+    path = PATH
 
     def __init__(
         self, users: dict[str, str] | None = None, archive: FakeArchive | None = None
     ) -> None:
+        super().__init__()
         self.users = users if users is not None else {"ann": "p@ss:w/rd"}
         self.archive = archive or FakeArchive()
         self.fail_next = 0
@@ -88,32 +92,6 @@ class FakeLtaStagerV1:
             "reschedule",
         ):  # fmt: skip
             self._server.register_function(self._logged(name), f"LtaStager.{name}")
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{PATH}"
-
-    def start(self) -> FakeLtaStagerV1:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FakeLtaStagerV1:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def methods_called(self, name: str) -> int:
         return sum(1 for _, method in self.calls if method == name)

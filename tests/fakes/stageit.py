@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tests.fakes.archive import FakeArchive
+from tests.fakes.server import LoopbackFake
 
 BASE = "/stageit/api/staging/"
 WEBDAV_DOOR = "https://webdav.grid.surfsara.nl:2881"
@@ -94,12 +95,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("PUT")
 
 
-class FakeStageIT:
+class FakeStageIT(LoopbackFake):
     """The fake service; ``with FakeStageIT(...) as fake: fake.url``."""
+
+    path = BASE
 
     def __init__(
         self, tokens: dict[str, str] | None = None, archive: FakeArchive | None = None
     ) -> None:
+        super().__init__()
         self.tokens = tokens if tokens is not None else {"0123456789abcdef": "ann"}
         self.archive = archive or FakeArchive()
         self.fail_next = 0
@@ -109,32 +113,6 @@ class FakeStageIT:
         self.lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{BASE}"
-
-    def start(self) -> FakeStageIT:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FakeStageIT:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def submitted(self) -> int:
         return sum(1 for _, method, route in self.calls if (method, route) == ("POST", "requests/"))
