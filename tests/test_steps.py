@@ -60,3 +60,15 @@ def test_mistakes_name_file_and_key(tmp_path: Path, text: str, message: str) -> 
 def test_unknown_step() -> None:
     with pytest.raises(InputError, match=r"no such step file .*built-in step: average"):
         load_step("averge")
+
+
+def test_lofar_names() -> None:
+    from gridlrt.lofar_names import ms_name_in_archive, name_fields, short_name
+
+    lta = "srm://srm.grid.sara.nl:8443/pnfs/x/229507/L229507_SAP000_SB100_uv.dppp.MS_3d78b8f1.tar"
+    assert short_name(lta) == "L229507_SAP000_SB100"
+    assert name_fields(lta) == {"obsid": "229507", "sap": "000", "subband": "100"}
+    assert name_fields("dav://h/L229507_SB007_uv.MS.tar") == {"obsid": "229507", "subband": "007"}
+    assert ms_name_in_archive(lta) == "L229507_SAP000_SB100_uv.dppp.MS"
+    assert ms_name_in_archive("/data/L1_SB000_uv.MS.tar") == "L1_SB000_uv.MS"
+    assert short_name("/data/my_file.ms") is None and name_fields("x") == {}

@@ -48,6 +48,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel, ConfigDict
 
 from gridlrt.errors import InputError
+from gridlrt.lofar_names import ARCHIVE_SUFFIX
 from gridlrt.staging.ranges import format_ranges, parse_ranges
 
 SRM_PORT = 8443
@@ -144,7 +145,6 @@ def site_by_name(name: str) -> Site:
 _LOFAR_OBS = re.compile(r"^L(\d+)")
 _LOFAR_SAP = re.compile(r"_SAP(\d+)")
 _LOFAR_SB = re.compile(r"_SB(\d+)")
-_ARCHIVE_SUFFIX = re.compile(r"_([0-9a-fA-F]{8})\.tar$")
 _PROJECT = re.compile(r"/projects/([^/]+)/")
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
 
@@ -270,7 +270,7 @@ def _make(host: str, port: int, path: str) -> SURL:
             obsid = int(parent[1])
     sap = _LOFAR_SAP.search(filename) if obs else None
     sb = _LOFAR_SB.search(filename) if obs else None
-    suffix = _ARCHIVE_SUFFIX.search(filename)
+    suffix = ARCHIVE_SUFFIX.search(filename)
     project = _PROJECT.search(path)
     return SURL(
         url=f"srm://{host}:{port}{path}",

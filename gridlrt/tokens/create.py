@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from gridlrt.errors import InputError
+from gridlrt.lofar_names import basename, short_name
 from gridlrt.tokens.model import Token, new_token
 
-LOFAR_NAME = re.compile(r"(L\d+)(?:_(SAP\d{3}))?_(SB\d{3})")
 RESERVED_FIELDS = frozenset(Token.model_fields) | {"_id", "_rev", "_attachments"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
@@ -43,11 +43,8 @@ def read_inputs(path: Path) -> list[str]:
 
 def input_name(item: str) -> str:
     """A short readable name for one input: ``L229507_SB100`` or the sanitised file name."""
-    base = item.rstrip("/").rsplit("/", 1)[-1].split("?")[0] or item
-    found = LOFAR_NAME.search(base) or LOFAR_NAME.search(item)
-    if found:
-        return "_".join(part for part in found.groups() if part)
-    return _UNSAFE.sub("_", base).strip("_") or "input"
+    base = basename(item) or item
+    return short_name(item) or _UNSAFE.sub("_", base).strip("_") or "input"
 
 
 def parse_fields(pairs: Sequence[str]) -> dict[str, Any]:

@@ -13,7 +13,6 @@ overridden by the token's ``parameters`` and by top-level token fields (PiCaS st
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,11 @@ from pydantic import BaseModel
 
 from gridlrt import templating
 from gridlrt.errors import InputError
+from gridlrt.lofar_names import ms_name_in_archive, name_fields
 from gridlrt.storage.templates import render_url
-from gridlrt.tokens.create import LOFAR_NAME
 from gridlrt.tokens.model import Token
 from gridlrt.worker.steps import StepConfig
 
-ARCHIVE_SUFFIX = re.compile(r"(_[0-9a-fA-F]{8})?\.tar$")
 TOKEN_OWN_FIELDS = frozenset(Token.model_fields) | {"_id", "_rev", "_attachments"}
 
 
@@ -69,23 +67,6 @@ def find_aoflagger_strategy(name: str = "lofar-default.lua") -> Path | None:
     return None
 
 
-def ms_name_in_archive(url: str) -> str:
-    """``L229507_SB100_uv.dppp.MS_3d78b8f1.tar`` -> ``L229507_SB100_uv.dppp.MS``."""
-    base = url.rstrip("/").rsplit("/", 1)[-1].split("?")[0]
-    return ARCHIVE_SUFFIX.sub("", base)
-
-
-def _lofar_fields(first_input: str) -> dict[str, str]:
-    found = LOFAR_NAME.search(first_input.rsplit("/", 1)[-1]) or LOFAR_NAME.search(first_input)
-    if not found:
-        return {}
-    obs, sap, sb = found.groups()
-    fields = {"obsid": obs.removeprefix("L"), "subband": sb.removeprefix("SB")}
-    if sap:
-        fields["sap"] = sap.removeprefix("SAP")
-    return fields
-
-
 def token_parameters(step: StepConfig, token: Token) -> dict[str, Any]:
     """Step defaults < token ``parameters`` < top-level token fields (PiCaS style)."""
     extra = {k: v for k, v in (token.model_extra or {}).items() if k not in TOKEN_OWN_FIELDS}
@@ -115,7 +96,7 @@ def plan_token(
         "workdir": str(workdir),
         "cores": str(cores or step.cores),
         "root": storage_root,
-        **_lofar_fields(inputs[0] if inputs else ""),
+        **name_fields(inputs[0] if inputs else ""),
     }
     strategy = find_aoflagger_strategy()
     if strategy is not None:
