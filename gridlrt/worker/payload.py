@@ -35,21 +35,34 @@ def _child_setup() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
+def live_group_members(pgid: int) -> list[int]:
+    """Pids in process group ``pgid`` that are still running (zombies are dead; Linux /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process went away while we looked
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state not in ("Z", "X"):
+            members.append(int(stat.parent.name))
+    return members
+
+
 def kill_group(pgid: int, grace: float, proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group, SIGKILL it after ``grace`` seconds if the leader lingers."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 30.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            continue
-        # the leader is gone; make sure no member of its group survives it
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-        return
+    """SIGTERM the process group, SIGKILL it after ``grace`` seconds, and return only once no
+    member is left running (at most ~5 s after the SIGKILL)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while live_group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 5.0
+    while live_group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def run_payload(
