@@ -40,6 +40,10 @@ class LostClaim(PoolError):
     """The token is no longer held by this pilot (recovered, reset, or finished elsewhere)."""
 
 
+class RecordNotFound(PoolError):
+    """No side record (e.g. a job record) of that kind and id in the pool."""
+
+
 class MalformedToken(PoolError):
     """A document in the pool is not a valid token."""
 
@@ -129,3 +133,15 @@ class StagingRequestNotFound(StagingError):
 
 class StagingTimeout(StagingError):
     """Waiting for staging requests took longer than asked; they keep running on the LTA."""
+
+
+class SubmitError(GridlrtError):
+    """A batch or grid system refused a submission, status query or cancel."""
+
+
+class SubmitterUnavailable(SubmitError):
+    """The batch/grid client programs (sbatch, dirac-wms-job-submit, ...) are not on PATH."""
+
+
+class JobNotFound(SubmitError):
+    """No job record with that id in the pool."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from gridlrt.errors import LostClaim, MalformedToken, TokenNotFound
+from gridlrt.errors import LostClaim, MalformedToken, RecordNotFound, TokenNotFound
 from gridlrt.tokens import PilotInfo, Token, TokenPool, TokenStatus, new_token
 from gridlrt.tokens.couchdb import CouchDBPool
 from gridlrt.tokens.sqlite import SQLitePool
@@ -306,3 +306,23 @@ def test_malformed_documents_are_reported_and_skipped(pool: TokenPool) -> None:
     assert [t.id for t in pool.tokens()] == [token.id]
     with pytest.raises(MalformedToken, match="broken is not a valid token"):
         pool.get("broken")
+
+
+def test_side_records_live_beside_tokens_without_being_tokens(pool: TokenPool) -> None:
+    pool.create(subbands(3))
+    pool.put_record("job", "slurm-1", {"backend": "slurm", "job_ids": ["7_0", "7_1"]})
+    pool.put_record("job", "local-2", {"backend": "local", "job_ids": []})
+    pool.put_record("other", "slurm-1", {"x": 1})
+    pool.put_record("job", "slurm-1", {"backend": "slurm", "job_ids": ["7_0"]})  # replaces
+
+    assert pool.get_record("job", "slurm-1") == {"backend": "slurm", "job_ids": ["7_0"]}
+    assert [r["backend"] for r in pool.records("job")] == ["local", "slurm"]
+    assert pool.records("other") == [{"x": 1}]
+    # tokens, counts and claims do not see records
+    assert len(list(pool.tokens())) == 3
+    assert pool.overview().total() == 3
+    assert pool.delete_record("job", "local-2") is True
+    assert pool.delete_record("job", "local-2") is False
+    with pytest.raises(RecordNotFound, match="local-2"):
+        pool.get_record("job", "local-2")
+    assert [r["backend"] for r in pool.records("job")] == ["slurm"]

@@ -28,7 +28,13 @@ from urllib.parse import quote
 import requests
 
 from gridlrt.config import redact_url, strip_credentials
-from gridlrt.errors import CredentialsError, PoolError, PoolUnavailable, TokenNotFound
+from gridlrt.errors import (
+    CredentialsError,
+    PoolError,
+    PoolUnavailable,
+    RecordNotFound,
+    TokenNotFound,
+)
 from gridlrt.tokens import design, transitions
 from gridlrt.tokens.model import PilotInfo, Token, TokenStatus
 from gridlrt.tokens.pool import CreateResult, Overview, TokenPool, parse_token
@@ -357,3 +363,56 @@ class CouchDBPool(TokenPool):
 
     def attachment_names(self, token_id: str) -> list[str]:
         return sorted(self._get_doc(token_id).get("_attachments", {}))
+
+    # --- side records: documents "gridlrt:<kind>:<id>" of type "gridlrt_<kind>" --------------
+
+    @staticmethod
+    def _record_id(kind: str, record_id: str) -> str:
+        return f"gridlrt:{kind}:{record_id}"
+
+    def put_record(self, kind: str, record_id: str, body: dict[str, Any]) -> None:
+        doc_id = self._record_id(kind, record_id)
+        path = self._doc_path(doc_id)
+        for _ in range(50):
+            current = self._request("GET", path, ok=(200, 404))
+            doc = {**body, "_id": doc_id, "type": f"gridlrt_{kind}"}
+            if current.status_code == 200:
+                doc["_rev"] = current.json()["_rev"]
+            if self._request("PUT", path, json=doc).status_code != 409:
+                return
+            time.sleep(0.05 * random.random())
+        raise PoolError(f"{kind} record {record_id} keeps changing; not stored")
+
+    def get_record(self, kind: str, record_id: str) -> dict[str, Any]:
+        response = self._request(
+            "GET", self._doc_path(self._record_id(kind, record_id)), ok=(200, 404)
+        )
+        if response.status_code == 404:
+            raise RecordNotFound(f"no {kind} record {record_id!r} in {self.url}")
+        return _strip_record(response.json())
+
+    def records(self, kind: str) -> list[dict[str, Any]]:
+        prefix = self._record_id(kind, "")
+        params = {
+            "include_docs": "true",
+            "startkey": json.dumps(prefix),
+            "endkey": json.dumps(prefix + "\ufff0"),
+        }
+        rows = self._request("GET", "_all_docs", params=params).json()["rows"]
+        return [_strip_record(row["doc"]) for row in rows if row.get("doc")]
+
+    def delete_record(self, kind: str, record_id: str) -> bool:
+        path = self._doc_path(self._record_id(kind, record_id))
+        for _ in range(50):
+            current = self._request("GET", path, ok=(200, 404))
+            if current.status_code == 404:
+                return False
+            rev = current.json()["_rev"]
+            if self._request("DELETE", path, params={"rev": rev}).status_code != 409:
+                return True
+        raise PoolError(f"{kind} record {record_id} keeps changing; not deleted")
+
+
+def _strip_record(doc: dict[str, Any]) -> dict[str, Any]:
+    """A record's body: the document without CouchDB's and gridlrt's bookkeeping fields."""
+    return {k: v for k, v in doc.items() if k not in ("_id", "_rev", "type")}

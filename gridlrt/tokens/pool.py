@@ -156,6 +156,24 @@ class TokenPool(ABC):
     def attachment_names(self, token_id: str) -> list[str]:
         """Names of a token's attachments."""
 
+    # --- side records: small JSON documents beside the tokens (e.g. job records) -----------
+
+    @abstractmethod
+    def put_record(self, kind: str, record_id: str, body: dict[str, Any]) -> None:
+        """Create or replace the record ``kind``/``record_id`` (never a token; views ignore it)."""
+
+    @abstractmethod
+    def get_record(self, kind: str, record_id: str) -> dict[str, Any]:
+        """One record; :class:`RecordNotFound` when absent."""
+
+    @abstractmethod
+    def records(self, kind: str) -> list[dict[str, Any]]:
+        """All records of ``kind``, ordered by id."""
+
+    @abstractmethod
+    def delete_record(self, kind: str, record_id: str) -> bool:
+        """Delete a record; False when it did not exist."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from gridlrt.errors import PoolUnavailable, TokenNotFound
+from gridlrt.errors import PoolUnavailable, RecordNotFound, TokenNotFound
 from gridlrt.tokens import transitions
 from gridlrt.tokens.model import ACTIVE, PilotInfo, Token, TokenStatus
 from gridlrt.tokens.pool import CreateResult, Overview, TokenPool, parse_token
@@ -24,7 +24,17 @@ from gridlrt.tokens.pool import CreateResult, Overview, TokenPool, parse_token
 SCHEMA_VERSION = 1
 _ACTIVE = tuple(s.value for s in ACTIVE)
 
-SCHEMA = """
+# Side records (job records, ...); also created on first use in pools made before they existed.
+RECORDS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL,
+    id   TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+"""
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS tokens (
     id        TEXT PRIMARY KEY,
     status    TEXT NOT NULL,
@@ -45,6 +55,8 @@ CREATE TABLE IF NOT EXISTS attachments (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+    + RECORDS_SCHEMA
+)
 
 
 def _columns(token: Token) -> tuple[str, str, int, float, float, str]:
@@ -260,6 +272,42 @@ class SQLitePool(TokenPool):
             "SELECT name FROM attachments WHERE token_id = ? ORDER BY name", (token_id,)
         )
         return [r[0] for r in rows]
+
+    # --- side records ------------------------------------------------------------------------
+
+    def _records_table(self) -> None:
+        if not getattr(self._local, "records_ready", False):
+            self._db.executescript(RECORDS_SCHEMA)
+            self._local.records_ready = True
+
+    def put_record(self, kind: str, record_id: str, body: dict[str, Any]) -> None:
+        self._records_table()
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO records (kind, id, body) VALUES (?, ?, ?)",
+                (kind, record_id, json.dumps(body)),
+            )
+
+    def get_record(self, kind: str, record_id: str) -> dict[str, Any]:
+        self._records_table()
+        row = self._db.execute(
+            "SELECT body FROM records WHERE kind = ? AND id = ?", (kind, record_id)
+        ).fetchone()
+        if row is None:
+            raise RecordNotFound(f"no {kind} record {record_id!r} in {self.url}")
+        body: dict[str, Any] = json.loads(row[0])
+        return body
+
+    def records(self, kind: str) -> list[dict[str, Any]]:
+        self._records_table()
+        rows = self._db.execute("SELECT body FROM records WHERE kind = ? ORDER BY id", (kind,))
+        return [json.loads(r[0]) for r in rows]
+
+    def delete_record(self, kind: str, record_id: str) -> bool:
+        self._records_table()
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM records WHERE kind = ? AND id = ?", (kind, record_id))
+        return cursor.rowcount > 0
 
 
 class _Transaction:
