@@ -94,6 +94,16 @@ class Settings(BaseSettings):
         description="Grid proxy certificate (voms-proxy-init) used by gfal2 for srm/gsiftp/davs",
     )
 
+    max_pilots: int = Field(
+        default=100,
+        ge=1,
+        description="gridlrt submit -n auto: at most this many pilots per submission",
+    )
+    runs_dir: Path = Field(
+        default_factory=lambda: data_dir() / "runs",
+        description="Where gridlrt submit keeps each submission's scripts, JDL and pilot logs",
+    )
+
     @field_validator("pool")
     @classmethod
     def _check_pool(cls, value: str) -> str:

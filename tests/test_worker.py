@@ -22,18 +22,10 @@ from gridlrt.storage import Storage
 from gridlrt.tokens import Token, TokenPool, TokenStatus, new_token, open_pool
 from gridlrt.worker.pilot import Pilot, PilotOptions
 from gridlrt.worker.steps import StepConfig, load_step
+from tests.lofar_inputs import put_input
 from tests.services.webdav import WebDAV
 
 GRIDLRT = str(Path(sys.executable).with_name("gridlrt"))
-
-
-def lta_tarball(ms: Path, into: Path, suffix: str = "_3d78b8f1") -> Path:
-    """The measurement set packed as the LTA ships it: ``<name>.MS<_hash>.tar``."""
-    into.mkdir(parents=True, exist_ok=True)
-    target = into / f"{ms.name}{suffix}.tar"
-    with tarfile.open(target, "w") as tar:
-        tar.add(ms, arcname=ms.name)
-    return target
 
 
 @pytest.fixture
@@ -47,12 +39,6 @@ def pool(tmp_path: Path) -> TokenPool:
 def area(webdav: WebDAV) -> str:
     """A fresh directory on the WebDAV server for this test."""
     return f"test-{uuid4().hex[:8]}"
-
-
-def put_input(webdav: WebDAV, area: str, ms: Path, tmp_path: Path) -> str:
-    tar = lta_tarball(ms, tmp_path / "lta")
-    Storage().copy(tar.as_uri(), webdav.dav_url(f"{area}/lta/{tar.name}"))
-    return webdav.dav_url(f"{area}/lta/{tar.name}")
 
 
 def pilot_for(pool: TokenPool, webdav: WebDAV, area: str, tmp_path: Path, **kw: object) -> Pilot:

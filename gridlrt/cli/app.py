@@ -16,6 +16,7 @@ from gridlrt.cli.ms import ms_app
 from gridlrt.cli.sandbox import sandbox_app
 from gridlrt.cli.stage import stage_app
 from gridlrt.cli.storage import storage_app
+from gridlrt.cli.submit import jobs_app, submit_command
 from gridlrt.cli.tokens import pool_app, tokens_app
 from gridlrt.cli.worker import worker_app
 from gridlrt.errors import GridlrtError
@@ -67,6 +68,8 @@ app.add_typer(ms_app, name="ms")
 app.add_typer(worker_app, name="worker")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(storage_app, name="storage")
+app.command("submit")(submit_command)
+app.add_typer(jobs_app, name="jobs")
 
 
 def main(argv: list[str] | None = None) -> None:

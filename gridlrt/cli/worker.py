@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from types import FrameType
@@ -17,7 +18,7 @@ from gridlrt.cli.common import PoolOption, console, settings
 from gridlrt.durations import format_duration, parse_duration
 from gridlrt.storage import Storage
 from gridlrt.tokens import open_pool
-from gridlrt.worker.pilot import Pilot, PilotOptions
+from gridlrt.worker.pilot import Pilot, PilotOptions, PilotSummary
 from gridlrt.worker.steps import StepConfig, load_step
 
 worker_app = typer.Typer(help="Run a pilot on this node.", no_args_is_help=True)
@@ -89,6 +90,15 @@ def run(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    status_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--status-file",
+            help="Write the exit code and summary here as JSON when the pilot ends "
+            "(used by the local backend of gridlrt submit).",
+            hidden=True,
+        ),
+    ] = None,
 ) -> None:
     """Claim tokens and process them until none is left, --max-tokens, or --max-time.
 
@@ -100,21 +110,61 @@ def run(
 
     Example: gridlrt worker run --pool https://couch.example.org:6984/lofar --step average
     """
-    chosen = settings(ctx, pool)
-    options = PilotOptions(
-        step=step,
-        max_tokens=max_tokens,
-        max_time=parse_duration(max_time) if max_time else None,
-        idle_timeout=parse_duration(idle_timeout),
-        heartbeat_interval=parse_duration(heartbeat),
-        keep_workdirs=keep_workdirs,
-        workroot=workdir or Path(tempfile.gettempdir()) / "gridlrt-pilot",
+    with _exit_status(status_file) as status:
+        options = PilotOptions(
+            step=step,
+            max_tokens=max_tokens,
+            max_time=parse_duration(max_time) if max_time else None,
+            idle_timeout=parse_duration(idle_timeout),
+            heartbeat_interval=parse_duration(heartbeat),
+            keep_workdirs=keep_workdirs,
+            workroot=workdir or Path(tempfile.gettempdir()) / "gridlrt-pilot",
+        )
+        summary = _pilot_run(ctx, pool, steps_dir, options, output_root)
+        status["summary"] = summary.model_dump()
+    if as_json:
+        typer.echo(json.dumps(summary.model_dump(), indent=2))
+        return
+    mean = sum(summary.token_seconds) / len(summary.token_seconds) if summary.token_seconds else 0
+    console.print(
+        f"pilot {summary.pilot}: {summary.processed} token(s), {summary.done} done, "
+        f"{summary.failed} failed, {summary.released} released"
+        + (f", {format_duration(mean)} per token" if summary.token_seconds else "")
+        + f"; stopped: {summary.stop_reason}"
     )
-    resolve = step_resolver(steps_dir)
+
+
+@contextmanager
+def _exit_status(path: Path | None) -> Iterator[dict[str, object]]:
+    """Write ``{"exit_code": N, ...}`` to ``path`` (if given) however the block ends."""
+    status: dict[str, object] = {}
+    try:
+        yield status
+    except BaseException as exc:
+        code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 1
+        status.update(exit_code=code, error=str(exc) or type(exc).__name__)
+        raise
+    else:
+        status["exit_code"] = 0
+    finally:
+        if path is not None:
+            tmp = path.with_name(f".{path.name}.part")
+            tmp.write_text(json.dumps(status))
+            tmp.replace(path)
+
+
+def _pilot_run(
+    ctx: typer.Context,
+    pool: str | None,
+    steps_dir: Path | None,
+    options: PilotOptions,
+    output_root: str | None,
+) -> PilotSummary:
+    chosen = settings(ctx, pool)
     with open_pool(chosen) as opened:
         pilot = Pilot(
             opened,
-            resolve,
+            step_resolver(steps_dir),
             Storage(),
             storage_root=output_root or chosen.storage_root,
             options=options,
@@ -127,14 +177,4 @@ def run(
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
-        summary = pilot.run()
-    if as_json:
-        typer.echo(json.dumps(summary.model_dump(), indent=2))
-        return
-    mean = sum(summary.token_seconds) / len(summary.token_seconds) if summary.token_seconds else 0
-    console.print(
-        f"pilot {summary.pilot}: {summary.processed} token(s), {summary.done} done, "
-        f"{summary.failed} failed, {summary.released} released"
-        + (f", {format_duration(mean)} per token" if summary.token_seconds else "")
-        + f"; stopped: {summary.stop_reason}"
-    )
+        return pilot.run()

@@ -7,10 +7,13 @@ JavaScript views and built-in reduces, attachments), which is all gridlrt uses.
 
 from __future__ import annotations
 
+import base64
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from uuid import uuid4
 
@@ -77,3 +80,113 @@ def couchdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CouchDB]:
 def couchdb_database(couchdb: CouchDB) -> str:
     """A fresh, empty database on the session's server; returns its URL."""
     return couchdb.new_database()
+
+
+@dataclass
+class SecuredCouchDB:
+    """The session's pouchdb-server behind a gate that demands HTTP Basic credentials."""
+
+    url: str  # base URL of the gate, no credentials
+    username: str
+    password: str
+    upstream: CouchDB
+    rejected: list[str]  # "METHOD path" of every request turned away with 401
+
+    def new_database(self, prefix: str = "secured") -> str:
+        """A fresh database (made through the gate, with the credentials); its URL (no auth)."""
+        name = f"{prefix}_{uuid4().hex[:12]}"
+        response = requests.put(
+            f"{self.url}/{name}", auth=(self.username, self.password), timeout=30
+        )
+        response.raise_for_status()
+        return f"{self.url}/{name}"
+
+
+class _Gate(BaseHTTPRequestHandler):
+    """Forward authenticated requests to the upstream server; 401 for anything else.
+
+    pouchdb-server 4.2.0 itself cannot enforce credentials: once an admin is configured it
+    crashes on database requests ("db.info is not a function"), so the gate does the checking,
+    the way CouchDB answers a database with members (401 + WWW-Authenticate).
+    """
+
+    protocol_version = "HTTP/1.1"
+    server: _GateServer
+
+    def _forward(self) -> None:
+        expected = (
+            "Basic "
+            + base64.b64encode(f"{self.server.username}:{self.server.password}".encode()).decode()
+        )
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        if self.headers.get("Authorization") != expected:
+            self.server.rejected.append(f"{self.command} {self.path}")
+            payload = b'{"error":"unauthorized","reason":"Name or password is incorrect."}'
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="server"')
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        headers = {
+            k: v
+            for k, v in self.headers.items()
+            if k.lower() not in ("host", "authorization", "content-length", "connection")
+        }
+        answer = requests.request(
+            self.command,
+            self.server.upstream + self.path,
+            headers=headers,
+            data=body,
+            timeout=60,
+        )
+        content = answer.content
+        self.send_response(answer.status_code)
+        for key, value in answer.headers.items():
+            if key.lower() not in (
+                "content-length",
+                "transfer-encoding",
+                "connection",
+                "content-encoding",
+            ):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_COPY = _forward
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet
+        pass
+
+
+class _GateServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, upstream: str, username: str, password: str) -> None:
+        super().__init__(("127.0.0.1", 0), _Gate)
+        self.upstream, self.username, self.password = upstream, username, password
+        self.rejected: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def secured_couchdb(couchdb: CouchDB) -> Iterator[SecuredCouchDB]:
+    """The session's pouchdb-server behind a Basic-auth gate with a password that contains
+    characters shells and URLs care about; requests without it get 401."""
+    password = f"Pw#{uuid4().hex[:10]}!&$x"
+    server = _GateServer(couchdb.url, "lofar_pipeline", password)
+    thread = threading.Thread(target=server.serve_forever, name="couchdb-gate", daemon=True)
+    thread.start()
+    try:
+        yield SecuredCouchDB(
+            url=f"http://127.0.0.1:{server.server_address[1]}",
+            username="lofar_pipeline",
+            password=password,
+            upstream=couchdb,
+            rejected=server.rejected,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()

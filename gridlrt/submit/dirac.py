@@ -1,0 +1,143 @@
+"""The ``dirac`` backend: a DIRAC parametric job (``jdl_templates/dirac.jdl``), one pilot per
+parameter, submitted with ``dirac-wms-job-submit``; ``dirac-wms-job-status`` and
+``dirac-wms-job-kill`` for states and cancel. This is how SURF's grid takes jobs now.
+
+The DIRAC client prints ``JobID = 123`` (or ``JobID = [123, 124]`` for a parametric job) and
+``JobID=123 Status=Running; MinorStatus=...; Site=...;`` per job.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from gridlrt.errors import SubmitError
+from gridlrt.submit.base import Submitter, first_line
+from gridlrt.submit.grid import PILOT, pilot_arguments, pilot_script, sandbox_list
+from gridlrt.submit.jdl import check_jdl, jdl_list
+from gridlrt.submit.model import JobState, PilotRequest, Submission, safe_word
+from gridlrt.submit.templates import render_template
+
+JDL = "pilot.jdl"
+IDS = "jobids.txt"
+
+# DIRAC's job states (WorkloadManagementSystem/Client/JobStatus.py)
+_STATES = {
+    "Submitting": JobState.PENDING,
+    "Received": JobState.PENDING,
+    "Checking": JobState.PENDING,
+    "Staging": JobState.PENDING,
+    "Waiting": JobState.PENDING,
+    "Matched": JobState.PENDING,
+    "Rescheduled": JobState.PENDING,
+    "Running": JobState.RUNNING,
+    "Completing": JobState.RUNNING,
+    "Done": JobState.COMPLETED,
+    "Completed": JobState.COMPLETED,
+    "Failed": JobState.FAILED,
+    "Stalled": JobState.FAILED,
+    "Killed": JobState.CANCELLED,
+    "Deleted": JobState.CANCELLED,
+}
+_SUBMITTED = re.compile(r"^JobID\s*=\s*(\[[\d,\s]*\]|\d+)\s*$", re.MULTILINE)
+_STATUS = re.compile(r"^JobID=(\d+)\s+(.*)$", re.MULTILINE)
+
+
+def dirac_state(text: str) -> JobState:
+    return _STATES.get(text.strip(), JobState.UNKNOWN)
+
+
+def parse_submitted(stdout: str) -> list[str]:
+    """Job ids from ``dirac-wms-job-submit`` output (``JobID = 12`` / ``JobID = [12, 13]``)."""
+    ids: list[str] = []
+    for match in _SUBMITTED.finditer(stdout):
+        ids += re.findall(r"\d+", match.group(1))
+    return ids
+
+
+def parse_status(stdout: str) -> dict[str, JobState]:
+    """``{job id: state}`` from ``dirac-wms-job-status`` output."""
+    states = {}
+    for match in _STATUS.finditer(stdout):
+        fields = dict(
+            item.strip().split("=", 1) for item in match.group(2).split(";") if "=" in item
+        )
+        states[match.group(1)] = dirac_state(fields.get("Status", ""))
+    return states
+
+
+class DiracSubmitter(Submitter):
+    """Pilots as a DIRAC parametric job."""
+
+    name = "dirac"
+    programs = ("dirac-wms-job-submit", "dirac-wms-job-status", "dirac-wms-job-kill")
+    install_hint = (
+        "source the DIRAC client environment (e.g. source /etc/diracosrc or diracos/diracosrc) "
+        "and create a proxy with dirac-proxy-init -g lofar_user"
+    )
+
+    def prepare(self, request: PilotRequest) -> Submission:
+        res = request.resources
+        extra = []
+        if res.sites:
+            extra.append(f"  Site = {jdl_list(res.sites)};\n")
+        if res.banned_sites:
+            extra.append(f"  BannedSites = {jdl_list(res.banned_sites)};\n")
+        if res.tags:
+            extra.append(f"  Tags = {jdl_list(res.tags)};\n")
+        jdl = render_template(
+            "dirac.jdl",
+            {
+                "job_name": request.job_name,
+                "step": request.step,
+                "count": request.count,
+                "arguments": pilot_arguments(request),
+                "input_sandbox": sandbox_list(request),
+                "cpu_time": int(res.walltime * res.cpus),
+                "cpus": res.cpus,
+                "extra_attributes": "".join(extra),
+            },
+        )
+        check_jdl(jdl, "dirac", check_files=False)
+        run_dir = request.run_dir
+        return Submission(
+            backend=self.name,
+            request=request,
+            files={JDL: jdl, PILOT: pilot_script()},
+            executable=[PILOT],
+            command=["dirac-wms-job-submit", "-f", str(run_dir / IDS), str(run_dir / JDL)],
+            inputs=[request.run_dir / PILOT],
+        )
+
+    def _submit(self, submission: Submission) -> list[str]:
+        run_dir = submission.request.run_dir
+        check_jdl(submission.files[JDL], "dirac", base=run_dir)
+        result = self.run(submission.command, cwd=run_dir)
+        ids = parse_submitted(result.stdout)
+        if result.returncode != 0 or not ids:
+            output = "\n".join(
+                line for line in (result.stdout + result.stderr).splitlines() if "ERROR" in line
+            )
+            raise SubmitError(
+                "dirac-wms-job-submit refused the job: "
+                + first_line(output or result.stderr or result.stdout)
+            )
+        return ids
+
+    def status(self, job_ids: Sequence[str]) -> dict[str, JobState]:
+        ids = [safe_word(j, "job id") for j in job_ids]
+        if not ids:
+            return {}
+        result = self.run(["dirac-wms-job-status", *ids])
+        states = parse_status(result.stdout)
+        if result.returncode != 0 and not states:
+            raise SubmitError(f"dirac-wms-job-status failed: {first_line(result.stdout)}")
+        return {j: states.get(j, JobState.UNKNOWN) for j in ids}
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        ids = [safe_word(j, "job id") for j in job_ids]
+        if not ids:
+            return
+        result = self.run(["dirac-wms-job-kill", *ids])
+        if result.returncode != 0:
+            raise SubmitError(f"dirac-wms-job-kill failed: {first_line(result.stdout)}")

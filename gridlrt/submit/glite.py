@@ -1,0 +1,160 @@
+"""The ``glite`` backend: a gLite WMS parametric job (``jdl_templates/glite.jdl``), submitted
+with ``glite-wms-job-submit -d <delegation> -o jobids.txt``; ``glite-wms-job-status`` and
+``glite-wms-job-cancel --noint`` for states and cancel.
+
+gLite WMS is retired, but old LOFAR recipes use it, so the backend stays small and faithful:
+the submit command prints the collection's id after "Your job identifier is:" and writes it
+to the ids file (``###Submitted Job Ids###`` then one URL per line); the status of a
+collection lists each node ("Status info for the Job : URL" / "Current Status: ..."), and
+:meth:`GliteSubmitter.status` reports those nodes as the pilots.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from gridlrt.errors import SubmitError
+from gridlrt.submit.base import Submitter, first_line
+from gridlrt.submit.grid import PILOT, pilot_arguments, pilot_script, sandbox_list
+from gridlrt.submit.jdl import check_jdl, jdl_string
+from gridlrt.submit.model import JobState, PilotRequest, Submission, safe_word
+from gridlrt.submit.templates import render_template
+
+JDL = "pilot.jdl"
+IDS = "jobids.txt"
+DEFAULT_VO = "lofar"
+
+_STATES = {
+    "submitted": JobState.PENDING,
+    "waiting": JobState.PENDING,
+    "ready": JobState.PENDING,
+    "scheduled": JobState.PENDING,
+    "running": JobState.RUNNING,
+    "done (success)": JobState.COMPLETED,
+    "cleared": JobState.COMPLETED,
+    "done (exit code !=0)": JobState.FAILED,
+    "done (failed)": JobState.FAILED,
+    "done(success)": JobState.COMPLETED,
+    "aborted": JobState.FAILED,
+    "cancelled": JobState.CANCELLED,
+}
+_URL = re.compile(r"https://\S+")
+_ENTRY = re.compile(
+    r"Status info for the Job\s*:\s*(?P<id>https://\S+)\s*\n\s*Current Status:\s*(?P<state>[^\n]+)"
+)
+
+
+def glite_state(text: str) -> JobState:
+    return _STATES.get(" ".join(text.split()).lower(), JobState.UNKNOWN)
+
+
+def parse_ids_file(text: str) -> list[str]:
+    """Job ids from a ``-o`` file: ``###Submitted Job Ids###`` then one URL per line."""
+    return [line.strip() for line in text.splitlines() if _URL.fullmatch(line.strip())]
+
+
+def parse_status(stdout: str) -> list[tuple[str, JobState]]:
+    """``(job id, state)`` for every "Status info for the Job" block, in order."""
+    return [(m["id"], glite_state(m["state"])) for m in _ENTRY.finditer(stdout)]
+
+
+class GliteSubmitter(Submitter):
+    """Pilots as a gLite WMS parametric job (a collection of nodes)."""
+
+    name = "glite"
+    programs = ("glite-wms-job-submit", "glite-wms-job-status", "glite-wms-job-cancel")
+    install_hint = "run on a gLite UI with a VOMS proxy (voms-proxy-init --voms lofar)"
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        run_dir: Path | None = None,
+        vo: str = DEFAULT_VO,
+        delegation: str | None = None,
+    ) -> None:
+        super().__init__(env)
+        self.vo = safe_word(vo, "VO")
+        self.delegation = safe_word(delegation or self.env.get("USER") or "gridlrt", "delegation")
+
+    def prepare(self, request: PilotRequest) -> Submission:
+        res = request.resources
+        minutes = max(1, int(res.walltime // 60))
+        requirements = [f"other.GlueCEPolicyMaxWallClockTime >= {minutes}"]
+        if res.sites:
+            requirements.append(
+                "("
+                + " || ".join(f"RegExp({jdl_string(s)}, other.GlueCEUniqueID)" for s in res.sites)
+                + ")"
+            )
+        requirements += [
+            f"!RegExp({jdl_string(s)}, other.GlueCEUniqueID)" for s in res.banned_sites
+        ]
+        jdl = render_template(
+            "glite.jdl",
+            {
+                "step": request.step,
+                "count": request.count,
+                "arguments": pilot_arguments(request),
+                "input_sandbox": sandbox_list(request),
+                "vo": jdl_string(self.vo),
+                "cpus": res.cpus,
+                "requirements": " && ".join(requirements),
+            },
+        )
+        check_jdl(jdl, "glite", check_files=False)
+        run_dir = request.run_dir
+        return Submission(
+            backend=self.name,
+            request=request,
+            files={JDL: jdl, PILOT: pilot_script()},
+            executable=[PILOT],
+            command=[
+                "glite-wms-job-submit",
+                "-d",
+                self.delegation,
+                "-o",
+                str(run_dir / IDS),
+                str(run_dir / JDL),
+            ],
+            inputs=[run_dir / PILOT],
+        )
+
+    def _submit(self, submission: Submission) -> list[str]:
+        run_dir = submission.request.run_dir
+        check_jdl(submission.files[JDL], "glite", base=run_dir)
+        (run_dir / IDS).unlink(missing_ok=True)
+        result = self.run(submission.command, cwd=run_dir)
+        ids_file = run_dir / IDS
+        ids = parse_ids_file(ids_file.read_text()) if ids_file.exists() else []
+        if result.returncode != 0 or not ids:
+            text = result.stdout + result.stderr
+            error = next((ln for ln in text.splitlines() if "Error" in ln or "error" in ln), "")
+            raise SubmitError(f"glite-wms-job-submit refused the job: {first_line(error or text)}")
+        return ids
+
+    def status(self, job_ids: Sequence[str]) -> dict[str, JobState]:
+        """States of the asked ids; for a collection, also (and mainly) of its nodes."""
+        ids = [safe_word(j, "job id") for j in job_ids]
+        states: dict[str, JobState] = {}
+        for job_id in ids:
+            result = self.run(["glite-wms-job-status", "--noint", job_id])
+            entries = parse_status(result.stdout)
+            if result.returncode != 0 and not entries:
+                states[job_id] = JobState.UNKNOWN
+                continue
+            states.update(entries)
+            states.setdefault(job_id, JobState.UNKNOWN)
+        return states
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        ids = [safe_word(j, "job id") for j in job_ids]
+        if not ids:
+            return
+        result = self.run(["glite-wms-job-cancel", "--noint", *ids])
+        if result.returncode != 0:
+            raise SubmitError(
+                f"glite-wms-job-cancel failed: {first_line(result.stdout + result.stderr)}"
+            )

@@ -1,0 +1,129 @@
+"""The ``local`` backend: N detached pilot processes on this machine.
+
+Each pilot is ``python -m gridlrt worker run ...`` in its own session (it survives the
+submitting command), logging to ``<run_dir>/pilot-<i>.log`` and writing its exit code to
+``pilot-<i>.status`` when it ends. A job id is the pilot's pid (``pilot-<pid>.index`` maps
+it to its ``i``); the start time read from ``/proc`` guards against a recycled pid. Cancel
+sends SIGTERM: the pilot kills its payload, puts its token back to todo and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from gridlrt.errors import SubmitError
+from gridlrt.submit.base import Submitter
+from gridlrt.submit.model import JobState, PilotRequest, Submission
+from gridlrt.submit.pilot_args import worker_command
+
+
+def _unblock_signals() -> None:  # pragma: no cover - runs in the child
+    # gfal2 blocks signals in threads that created a context; a pilot must receive SIGTERM.
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot, or None if it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+class LocalSubmitter(Submitter):
+    """Pilots as background processes of this machine."""
+
+    name = "local"
+    programs = ()
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        run_dir: Path | None = None,
+        python: str | None = None,
+    ) -> None:
+        super().__init__(env)
+        self.run_dir = run_dir
+        self.python = python or sys.executable
+
+    def prepare(self, request: PilotRequest) -> Submission:
+        command = [self.python, "-m", "gridlrt", *worker_command(request, local=True)]
+        return Submission(backend=self.name, request=request, files={}, command=command)
+
+    def _submit(self, submission: Submission) -> list[str]:
+        run_dir = submission.request.run_dir
+        env = dict(self.env)
+        if submission.request.credentials_file is not None:
+            env["GRIDLRT_POOL_CREDENTIALS"] = str(submission.request.credentials_file)
+        ids: list[str] = []
+        for index in range(submission.request.count):
+            env["GRIDLRT_JOB_ID"] = f"{run_dir.name}-{index}"
+            command = [*submission.command, "--status-file", f"pilot-{index}.status"]
+            with (run_dir / f"pilot-{index}.log").open("ab") as log:
+                try:
+                    process = subprocess.Popen(  # noqa: S603 - argv list, no shell
+                        command,
+                        cwd=run_dir,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        preexec_fn=_unblock_signals,
+                    )
+                except OSError as exc:
+                    raise SubmitError(f"cannot start a local pilot: {exc}") from exc
+            pid = process.pid
+            (run_dir / f"pilot-{pid}.index").write_text(f"{index} {_start_time(pid) or ''}\n")
+            ids.append(str(pid))
+        return ids
+
+    def _files(self, pid: str) -> tuple[Path, Path]:
+        if self.run_dir is None:
+            raise SubmitError("the local backend needs the run directory to look at its pilots")
+        return self.run_dir / f"pilot-{pid}.index", self.run_dir / f"pilot-{pid}.cancelled"
+
+    def status(self, job_ids: Sequence[str]) -> dict[str, JobState]:
+        states: dict[str, JobState] = {}
+        for job_id in job_ids:
+            index_file, cancelled = self._files(job_id)
+            try:
+                index, _, started = index_file.read_text().strip().partition(" ")
+            except OSError:
+                states[job_id] = JobState.UNKNOWN
+                continue
+            now = _start_time(int(job_id))
+            if now is not None and (not started or now == started):
+                states[job_id] = JobState.RUNNING
+                continue
+            if cancelled.exists():
+                states[job_id] = JobState.CANCELLED
+                continue
+            status_file = index_file.with_name(f"pilot-{index}.status")
+            try:
+                code = json.loads(status_file.read_text()).get("exit_code")
+            except (OSError, ValueError):
+                code = None  # killed without a word (SIGKILL, OOM, reboot)
+            states[job_id] = JobState.COMPLETED if code == 0 else JobState.FAILED
+        return states
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        for job_id, state in self.status(job_ids).items():
+            if state is not JobState.RUNNING:
+                continue
+            _, cancelled = self._files(job_id)
+            cancelled.touch()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(job_id), signal.SIGTERM)

@@ -1,0 +1,164 @@
+"""The submit contract's data: resources, what to submit, the shared job-state enum, and the job
+record kept in the pool.
+
+Every backend maps its own states onto :class:`JobState`, so ``gridlrt jobs status`` reads the
+same for a Slurm array, local processes, DIRAC or gLite jobs.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, field_validator
+
+from gridlrt.config import redact_url
+from gridlrt.errors import InputError
+
+
+class JobState(StrEnum):
+    """One pilot job's state, whatever the backend."""
+
+    PENDING = "pending"  # accepted, waiting for a slot (Slurm PENDING, DIRAC Waiting, ...)
+    RUNNING = "running"
+    COMPLETED = "completed"  # ended with exit code 0
+    FAILED = "failed"  # ended badly: non-zero exit, node failure, timeout, aborted, stalled
+    CANCELLED = "cancelled"  # cancelled or killed by the user or an administrator
+    UNKNOWN = "unknown"  # the backend no longer knows the job (purged) or cannot say
+
+
+TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+
+_SAFE_WORD = re.compile(r"^[A-Za-z0-9_.,:/@%+=-]+$")
+
+
+def safe_word(value: str, what: str) -> str:
+    """``value`` if it is one word that needs no quoting in a JDL string, a shell word or an
+    ``#SBATCH`` line (letters, digits and ``_.,:/@%+=-``), else an :class:`InputError`."""
+    if not _SAFE_WORD.fullmatch(value):
+        raise InputError(
+            f"{what} {value!r} may only contain letters, digits and _.,:/@%+=- "
+            "(no spaces or quotes: it goes into job descriptions)"
+        )
+    return value
+
+
+class Resources(BaseModel):
+    """What each pilot asks of the batch system. Unset fields are left to the site's defaults."""
+
+    cpus: int = Field(default=1, ge=1, le=1024, description="cores per pilot")
+    memory_mb: int | None = Field(default=None, ge=1, description="memory per pilot, MB")
+    walltime: float = Field(default=12 * 3600.0, gt=0, description="seconds a pilot may run")
+    max_running: int | None = Field(
+        default=None, ge=1, description="Slurm: at most this many array tasks at once (%N)"
+    )
+    partition: str | None = None
+    account: str | None = None
+    sites: list[str] = Field(default_factory=list, description="DIRAC/gLite: only these sites")
+    banned_sites: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list, description="DIRAC Tags (e.g. 8Processors)")
+
+    @field_validator("partition", "account")
+    @classmethod
+    def _one_word(cls, value: str | None) -> str | None:
+        return None if value is None else safe_word(value, "partition/account")
+
+    @field_validator("sites", "banned_sites", "tags")
+    @classmethod
+    def _words(cls, values: list[str]) -> list[str]:
+        return [safe_word(v, "site/tag") for v in values]
+
+
+class PilotRequest(BaseModel):
+    """N pilots for one step: everything a backend needs to render its job description.
+
+    ``pool_url`` must not carry credentials: they travel as the 0600 file
+    ``credentials_file`` (shipped with the job, read by the pilot), never in argv or JDL.
+    """
+
+    step: str
+    count: int = Field(ge=1, le=100_000)
+    pool_url: str
+    run_dir: Path = Field(description="where scripts, JDL, logs and job ids of this submission go")
+    resources: Resources = Field(default_factory=Resources)
+    worker_args: list[str] = Field(
+        default_factory=list, description="extra `gridlrt worker run` options (no secrets)"
+    )
+    steps_dir: Path | None = Field(default=None, description="user step configs to ship")
+    credentials_file: Path | None = Field(
+        default=None, description="0600 pool credentials in run_dir, or None (no auth)"
+    )
+    job_name: str = "gridlrt"
+    sandbox: Path | None = Field(
+        default=None, description="grid backends: the pilot sandbox tarball to ship"
+    )
+    sandbox_id: str | None = Field(default=None, description="its sha256")
+
+    @field_validator("step", "job_name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return safe_word(value, "step/job name")
+
+    @field_validator("pool_url")
+    @classmethod
+    def _no_secrets(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.username or parts.password:
+            raise InputError(
+                f"pool URL {redact_url(value)} carries credentials; they go in the "
+                "credentials file, not in a job description"
+            )
+        return safe_word(value, "pool URL")
+
+    @field_validator("worker_args")
+    @classmethod
+    def _args(cls, values: list[str]) -> list[str]:
+        return [safe_word(v, "worker option") for v in values]
+
+
+class Submission(BaseModel):
+    """A rendered, checked submission: the files to write and the command to run.
+
+    ``--dry-run`` prints this and stops; :meth:`Submitter.submit` writes ``files`` into the
+    run directory, runs ``command`` there and parses the job ids from its output.
+    """
+
+    backend: str
+    request: PilotRequest
+    files: dict[str, str] = Field(description="file name in run_dir -> rendered text")
+    executable: list[str] = Field(default_factory=list, description="files to chmod 0755")
+    command: list[str]
+    inputs: list[Path] = Field(
+        default_factory=list, description="local files shipped with each job (input sandbox)"
+    )
+
+
+class JobRecord(BaseModel):
+    """One submission as kept in the pool: which backend, which jobs, their last known state."""
+
+    id: str
+    backend: str
+    step: str
+    count: int
+    submitted: float
+    run_dir: str
+    host: str
+    job_ids: list[str]
+    command: list[str]
+    states: dict[str, JobState] = Field(default_factory=dict)
+    refreshed: float | None = None
+    cancelled: bool = False
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each state (jobs never seen count as pending)."""
+        result = {state.value: 0 for state in JobState}
+        for job_id in self.job_ids:
+            result[self.states.get(job_id, JobState.PENDING).value] += 1
+        return result
+
+    @property
+    def active(self) -> bool:
+        """Some job may still be pending or running."""
+        return any(self.states.get(j, JobState.PENDING) not in TERMINAL for j in self.job_ids)

@@ -1,0 +1,220 @@
+"""Submitting pilots for a step and keeping track of them: the glue between settings, the pool
+(how many tokens are to do; job records), the pilot sandbox and a backend.
+
+* :func:`plan` - decide the count (``auto``: the step's todo tokens, capped), build the pilot
+  sandbox for grid backends, and render the submission (nothing is submitted);
+* :func:`submit` - write the credentials file (0600), submit, and save a :class:`JobRecord`;
+* :func:`refresh` / :func:`cancel` - ask the backend, update the record in the pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gridlrt.config import Settings, data_dir, strip_credentials
+from gridlrt.credentials import couchdb_auth
+from gridlrt.errors import InputError, JobNotFound, RecordNotFound
+from gridlrt.submit.base import Submitter
+from gridlrt.submit.dirac import DiracSubmitter
+from gridlrt.submit.glite import GliteSubmitter
+from gridlrt.submit.grid import CREDENTIALS
+from gridlrt.submit.local import LocalSubmitter
+from gridlrt.submit.model import (
+    TERMINAL,
+    JobRecord,
+    JobState,
+    PilotRequest,
+    Resources,
+    Submission,
+)
+from gridlrt.submit.slurm import SlurmSubmitter
+from gridlrt.tokens import TokenPool, TokenStatus
+
+log = logging.getLogger(__name__)
+
+BACKENDS: dict[str, type[Submitter]] = {
+    "local": LocalSubmitter,
+    "slurm": SlurmSubmitter,
+    "dirac": DiracSubmitter,
+    "glite": GliteSubmitter,
+}
+GRID = frozenset({"dirac", "glite"})
+RECORD_KIND = "job"
+
+
+def get_submitter(backend: str, env: Mapping[str, str] | None = None, **options: Any) -> Submitter:
+    """The submitter called ``backend`` (local, slurm, dirac, glite)."""
+    try:
+        cls = BACKENDS[backend]
+    except KeyError:
+        raise InputError(
+            f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}"
+        ) from None
+    return cls(env, **options)
+
+
+def auto_count(pool: TokenPool, step: str, maximum: int) -> int:
+    """``-n auto``: one pilot per todo token of ``step``, at most ``maximum``."""
+    todo = pool.overview().total(TokenStatus.TODO, step)
+    return min(todo, maximum)
+
+
+def new_record_id(backend: str, step: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{backend}-{step}-{secrets.token_hex(2)}"
+
+
+def pilot_sandbox(steps_dir: Path | None, cache: Path | None = None) -> tuple[Path, str]:
+    """The pilot sandbox (steps + gridlrt runtime) for grid jobs, content-addressed in
+    ``cache`` (so resubmitting the same steps reuses the file): its path and sha256."""
+    from gridlrt.sandbox.bundle import build_pilot_sandbox
+
+    cache = cache or data_dir() / "pilot-sandboxes"
+    cache.mkdir(parents=True, exist_ok=True)
+    sandbox = build_pilot_sandbox(steps_dir, cache)
+    return sandbox.path, sandbox.id
+
+
+def plan(
+    settings: Settings,
+    submitter: Submitter,
+    *,
+    step: str,
+    count: int,
+    resources: Resources,
+    worker_args: list[str],
+    steps_dir: Path | None = None,
+    run_dir: Path | None = None,
+) -> Submission:
+    """Render what :func:`submit` would send (the count is already decided)."""
+    if submitter.name in GRID and settings.pool_kind == "embedded":
+        raise InputError(
+            f"the pool {settings.pool} lives on this machine; grid pilots need a CouchDB pool "
+            "they can reach: set --pool https://host:6984/db (or GRIDLRT_POOL)"
+        )
+    if steps_dir is not None and not steps_dir.is_dir():
+        raise InputError(f"--steps-dir {steps_dir}: not a directory")
+    record_id = new_record_id(submitter.name, step)
+    run_dir = (run_dir or settings.runs_dir / record_id).expanduser().absolute()
+    credentials = couchdb_auth(settings) if settings.pool_kind == "couchdb" else None
+    sandbox: Path | None = None
+    sandbox_id: str | None = None
+    if submitter.name in GRID:
+        sandbox, sandbox_id = pilot_sandbox(steps_dir.absolute() if steps_dir else None)
+    request = PilotRequest(
+        step=step,
+        count=count,
+        pool_url=strip_credentials(settings.pool),
+        run_dir=run_dir,
+        resources=resources,
+        worker_args=worker_args,
+        steps_dir=steps_dir.absolute() if steps_dir else None,
+        credentials_file=run_dir / CREDENTIALS if credentials else None,
+        job_name=f"gridlrt-{step}",
+        sandbox=sandbox,
+        sandbox_id=sandbox_id,
+    )
+    return submitter.prepare(request)
+
+
+def write_credentials(settings: Settings, path: Path) -> None:
+    """The pool credentials as a 0600 ``username=/password=`` file (created 0600, never
+    world-readable for a moment)."""
+    auth = couchdb_auth(settings)
+    if auth is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"username={auth[0]}\npassword={auth[1]}\n")
+    path.chmod(0o600)
+
+
+def submit(
+    settings: Settings, pool: TokenPool, submitter: Submitter, submission: Submission
+) -> JobRecord:
+    """Submit and record the jobs in the pool."""
+    request = submission.request
+    request.run_dir.mkdir(parents=True, exist_ok=True)
+    if request.credentials_file is not None:
+        write_credentials(settings, request.credentials_file)
+    job_ids = submitter.submit(submission)
+    record = JobRecord(
+        id=request.run_dir.name,
+        backend=submitter.name,
+        step=request.step,
+        count=request.count,
+        submitted=time.time(),
+        run_dir=str(request.run_dir),
+        host=os.uname().nodename,
+        job_ids=job_ids,
+        command=submission.command,
+    )
+    pool.put_record(RECORD_KIND, record.id, record.model_dump(mode="json"))
+    return record
+
+
+def get_record(pool: TokenPool, record_id: str) -> JobRecord:
+    try:
+        return JobRecord.model_validate(pool.get_record(RECORD_KIND, record_id))
+    except RecordNotFound:
+        raise JobNotFound(
+            f"no submission {record_id!r} in {pool.url}; see gridlrt jobs status for the ids"
+        ) from None
+
+
+def job_records(pool: TokenPool) -> list[JobRecord]:
+    return [JobRecord.model_validate(r) for r in pool.records(RECORD_KIND)]
+
+
+def submitter_for(record: JobRecord, env: Mapping[str, str] | None = None) -> Submitter:
+    options: dict[str, Any] = {}
+    if record.backend in ("local", "slurm", "glite"):
+        options["run_dir"] = Path(record.run_dir)
+    return get_submitter(record.backend, env, **options)
+
+
+def refresh(pool: TokenPool, record: JobRecord, env: Mapping[str, str] | None = None) -> JobRecord:
+    """Ask the backend for the states of the record's unfinished jobs and save them.
+
+    A job the backend no longer knows keeps its last known final state. A gLite collection id
+    is replaced by its nodes once the WMS lists them.
+    """
+    if not record.active:
+        return record
+    if record.backend == "local" and record.host != os.uname().nodename:
+        return record  # local pilots can only be seen from their own machine
+    submitter = submitter_for(record, env)
+    asking = [j for j in record.job_ids if record.states.get(j) not in TERMINAL]
+    answer = submitter.status(asking)
+    job_ids = list(record.job_ids)
+    states = dict(record.states)
+    for job_id in asking:
+        children = [k for k in answer if k not in job_ids and k != job_id]
+        if children and record.backend == "glite":  # a collection: track its nodes
+            job_ids[job_ids.index(job_id) : job_ids.index(job_id) + 1] = children
+    for job_id, state in answer.items():
+        if job_id in job_ids and not (state is JobState.UNKNOWN and states.get(job_id) in TERMINAL):
+            states[job_id] = state
+    updated = record.model_copy(
+        update={"job_ids": job_ids, "states": states, "refreshed": time.time()}
+    )
+    pool.put_record(RECORD_KIND, updated.id, updated.model_dump(mode="json"))
+    return updated
+
+
+def cancel(pool: TokenPool, record: JobRecord, env: Mapping[str, str] | None = None) -> JobRecord:
+    """Cancel the record's unfinished jobs and refresh it."""
+    record = refresh(pool, record, env)
+    submitter = submitter_for(record, env)
+    submitter.cancel([j for j in record.job_ids if record.states.get(j) not in TERMINAL])
+    record = record.model_copy(update={"cancelled": True})
+    pool.put_record(RECORD_KIND, record.id, record.model_dump(mode="json"))
+    return record
