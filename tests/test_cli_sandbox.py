@@ -7,6 +7,7 @@ import hashlib
 import re
 import subprocess
 import sys
+import tarfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -164,6 +165,43 @@ def test_tampered_and_bad_input_are_one_line_errors(
             "--to", "w4")
     )  # fmt: skip
     assert "cannot connect" in line
+
+
+def test_build_and_push_with_gridlrt(run: Run, webdav: WebDAV, step: Path, tmp_path: Path) -> None:
+    """--with-gridlrt adds the runtime bundle (gridlrt.sandbox.bundle; pilot.sh runs it, see
+    tests/test_bootstrap.py): the same bytes as the library builds in this environment."""
+    from gridlrt.sandbox import build_pilot_sandbox
+
+    assert "--with-gridlrt" in run("sandbox", "build", "--help").stdout
+    assert "--with-gridlrt" in run("sandbox", "push", "--help").stdout
+    built = run("sandbox", "build", str(step), "--with-gridlrt", "-o", ".")
+    assert built.returncode == 0, built.stderr
+    sandbox_id = built.stdout.strip()
+    assert ID.match(sandbox_id)
+    files = int(re.search(r"\((\d+) files", built.stderr).group(1))  # type: ignore[union-attr]
+    assert files > 100  # gridlrt, pydantic, typer, rich, requests, ...
+    with tarfile.open(tmp_path / f"{sandbox_id}.tar.gz") as tar:
+        names = tar.getnames()
+    assert {"run.sh", "avg.parset", "_gridlrt/bundle.json"} <= set(names)
+    assert "_gridlrt/lib/gridlrt/__main__.py" in names
+    assert not [n for n in names if n.startswith("_gridlrt/lib/numpy/")]
+    assert build_pilot_sandbox(step, tmp_path / "lib.tar.gz").id == sandbox_id
+
+    base = webdav.dav_url(f"cli-{uuid4().hex[:8]}")
+    dry = run("sandbox", "push", str(step), "--with-gridlrt", "--to", base, "--dry-run")
+    assert f"would upload {base}/{sandbox_id}.tar.gz" in dry.stdout, dry.stderr
+    pushed = run("sandbox", "push", str(step), "--with-gridlrt", "--to", base)
+    assert f"uploaded sandbox {sandbox_id}" in pushed.stdout, pushed.stderr
+    server_file = webdav.path(f"{base}/{sandbox_id}.tar.gz")
+    assert hashlib.sha256(server_file.read_bytes()).hexdigest() == sandbox_id
+
+    line = one_line_error(
+        run("sandbox", "push", f"{sandbox_id}.tar.gz", "--with-gridlrt", "--to", base)
+    )
+    assert "--with-gridlrt adds files while building" in line
+    clash = f"_gridlrt/bundle.json={step / 'run.sh'}"
+    line = one_line_error(run("sandbox", "build", str(step), "--with-gridlrt", "--include", clash))
+    assert "belongs to the runtime bundle" in line
 
 
 def test_storage_commands(run: Run, webdav: WebDAV, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ to storage once, and fetch it back verified."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,7 @@ from gridlrt.sandbox import (
     plan_fetch,
     plan_push,
     push_sandbox,
+    runtime_bundle,
 )
 from gridlrt.storage.gfal import DEFAULT_RETRIES, DEFAULT_TRANSFER_TIMEOUT
 
@@ -42,6 +44,17 @@ IncludeOption = Annotated[
     ),
 ]
 
+WithGridlrtOption = Annotated[
+    bool,
+    typer.Option(
+        "--with-gridlrt",
+        help="Add the runtime bundle under _gridlrt/: gridlrt and its pure-Python dependencies "
+        "as installed here (not numpy, python-casacore or DP3: the site provides those), so "
+        "jdl_templates/pilot.sh runs `python3 -m gridlrt worker run` from the sandbox on a "
+        "worker node without gridlrt. The workers' python3 must have this Python's major.minor.",
+    ),
+]
+
 
 def _extra(items: list[str] | None) -> dict[str, Path]:
     extra: dict[str, Path] = {}
@@ -53,6 +66,17 @@ def _extra(items: list[str] | None) -> dict[str, Path]:
             raise InputError(f"--include {item!r}: expected FILE or NAME=FILE")
         extra[name] = Path(path)
     return extra
+
+
+def _with_bundle(stack: ExitStack, extra: dict[str, Path], with_gridlrt: bool) -> dict[str, Path]:
+    """``extra`` plus the runtime bundle (alive until ``stack`` closes) when asked for."""
+    if not with_gridlrt:
+        return extra
+    bundle = stack.enter_context(runtime_bundle())
+    clash = sorted(set(extra) & set(bundle))
+    if clash:
+        raise InputError(f"--include {clash[0]}: that name belongs to the runtime bundle")
+    return {**extra, **bundle}
 
 
 def _human(size: int) -> str:
@@ -80,6 +104,7 @@ def build(
         ),
     ] = None,
     include: IncludeOption = None,
+    with_gridlrt: WithGridlrtOption = False,
 ) -> None:
     """Build DIR into a reproducible tar.gz and print its id (the sha256 of the bytes).
 
@@ -87,9 +112,16 @@ def build(
     normalised (0755 if executable, else 0644); Python byte-code caches and .git are left out.
     Symlinks must stay inside DIR; devices and FIFOs are refused.
 
+    For grid worker nodes without gridlrt, add --with-gridlrt: DIR holds the step configs
+    (<step>.toml and the files they name) and the sandbox also carries gridlrt itself, to be
+    started by jdl_templates/pilot.sh SANDBOX ID --pool URL --step STEP.
+
     Example: ID=$(gridlrt sandbox build steps/average)
+    Example: ID=$(gridlrt sandbox build steps/ --with-gridlrt -o pilot-sandboxes/)
     """  # fmt: skip
-    sandbox = build_sandbox(directory, output, extra=_extra(include))
+    with ExitStack() as stack:
+        extra = _with_bundle(stack, _extra(include), with_gridlrt)
+        sandbox = build_sandbox(directory, output, extra=extra)
     typer.echo(sandbox.id)
     err_console.print(
         f"wrote {sandbox.path} ({sandbox.files} files, {_human(sandbox.size)})",
@@ -118,6 +150,7 @@ def push(
         ),
     ] = None,
     include: IncludeOption = None,
+    with_gridlrt: WithGridlrtOption = False,
     retries: RetriesOption = DEFAULT_RETRIES,
     timeout: TimeoutOption = DEFAULT_TRANSFER_TIMEOUT,
     dry_run: DryRunOption = False,
@@ -125,36 +158,47 @@ def push(
     """Upload a sandbox to URL/ID.tar.gz, once: if that id is already there, nothing is
     sent. The upload is verified and renamed into place only when complete.
 
+    --with-gridlrt builds DIR with the runtime bundle (see `gridlrt sandbox build --help`), for
+    jdl_templates/pilot.sh to fetch on worker nodes without gridlrt.
+
     Example: gridlrt sandbox push steps/average --to davs://webdav.grid.surfsara.nl/pnfs/.../sandboxes
+    Example: gridlrt sandbox push steps/ --with-gridlrt
     """  # fmt: skip
-    base = to or settings(ctx).sandbox_root
-    store = open_storage(retries, timeout)
-    if dry_run:
-        plan = plan_push(store, source, base, extra=_extra(include))
-        verb = "already there, would skip" if plan.present else "would upload"
-        console.print(
-            f"sandbox {plan.id} ({plan.files} files, {_human(plan.size)}): {verb} {plan.url}",
-            highlight=False,
-            soft_wrap=True,
+    if with_gridlrt and source.is_file():
+        raise InputError(
+            f"{source}: --with-gridlrt adds files while building; give the step directory "
+            "(a tarball built with --with-gridlrt already has the bundle)"
         )
-        return
-    with transfer_progress("pushing sandbox") as progress:
-        result = push_sandbox(store, source, base, extra=_extra(include), progress=progress)
-    if result.uploaded:
-        rate = _human(int(result.transfer.rate)) if result.transfer else "-"
-        how = result.transfer.verified if result.transfer else "none"
-        console.print(
-            f"uploaded sandbox {result.id} to {result.url} ({_human(result.size)}, "
-            f"{rate}/s, verified {how})",
-            highlight=False,
-            soft_wrap=True,
-        )
-    else:
-        console.print(
-            f"sandbox {result.id} already at {result.url}; nothing uploaded",
-            highlight=False,
-            soft_wrap=True,
-        )
+    with ExitStack() as stack:
+        extra = _with_bundle(stack, _extra(include), with_gridlrt)
+        base = to or settings(ctx).sandbox_root
+        store = open_storage(retries, timeout)
+        if dry_run:
+            plan = plan_push(store, source, base, extra=extra)
+            verb = "already there, would skip" if plan.present else "would upload"
+            console.print(
+                f"sandbox {plan.id} ({plan.files} files, {_human(plan.size)}): {verb} {plan.url}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            return
+        with transfer_progress("pushing sandbox") as progress:
+            result = push_sandbox(store, source, base, extra=extra, progress=progress)
+        if result.uploaded:
+            rate = _human(int(result.transfer.rate)) if result.transfer else "-"
+            how = result.transfer.verified if result.transfer else "none"
+            console.print(
+                f"uploaded sandbox {result.id} to {result.url} ({_human(result.size)}, "
+                f"{rate}/s, verified {how})",
+                highlight=False,
+                soft_wrap=True,
+            )
+        else:
+            console.print(
+                f"sandbox {result.id} already at {result.url}; nothing uploaded",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 @sandbox_app.command("fetch")

@@ -5,7 +5,10 @@
   bytes whose sha256 is the sandbox id;
 * :mod:`gridlrt.sandbox.extract` - refusing unsafe tarballs and unpacking safe ones;
 * :mod:`gridlrt.sandbox.remote` - push to ``<url>/<id>.tar.gz`` once, fetch and verify
-  (through :class:`gridlrt.storage.Storage`).
+  (through :class:`gridlrt.storage.Storage`);
+* :mod:`gridlrt.sandbox.bundle` - the runtime bundle (gridlrt and its pure-Python
+  dependencies under ``_gridlrt/``) that lets ``jdl_templates/pilot.sh`` run a pilot on a
+  worker node without gridlrt installed.
 
 Knows nothing of the pool's internals.
 """
@@ -13,6 +16,14 @@ Knows nothing of the pool's internals.
 from __future__ import annotations
 
 from gridlrt.sandbox.build import Sandbox, build_sandbox, sha256_file
+from gridlrt.sandbox.bundle import (
+    SITE_PROVIDED,
+    BundleInfo,
+    build_pilot_sandbox,
+    read_bundle_info,
+    runtime_bundle,
+    runtime_files,
+)
 from gridlrt.sandbox.extract import UnsafeSandbox, check_tarball, extract_tarball
 from gridlrt.sandbox.remote import (
     FetchPlan,
@@ -28,12 +39,15 @@ from gridlrt.sandbox.remote import (
 )
 
 __all__ = [
+    "SITE_PROVIDED",
+    "BundleInfo",
     "FetchPlan",
     "FetchResult",
     "PushPlan",
     "PushResult",
     "Sandbox",
     "UnsafeSandbox",
+    "build_pilot_sandbox",
     "build_sandbox",
     "check_tarball",
     "extract_tarball",
@@ -42,6 +56,9 @@ __all__ = [
     "plan_fetch",
     "plan_push",
     "push_sandbox",
+    "read_bundle_info",
+    "runtime_bundle",
+    "runtime_files",
     "sandbox_url",
     "sha256_file",
 ]

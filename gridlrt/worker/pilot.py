@@ -37,7 +37,6 @@ from gridlrt.sandbox.extract import extract_tarball
 from gridlrt.storage import Storage, TransferResult
 from gridlrt.tokens import PilotInfo, Token, TokenPool, TokenStatus
 from gridlrt.tokens.model import UploadResult
-from gridlrt.worker.msinfo import ms_info
 from gridlrt.worker.payload import log_tail, run_payload
 from gridlrt.worker.plan import TokenPlan, plan_token
 from gridlrt.worker.steps import StepConfig
@@ -338,6 +337,9 @@ class Pilot:
                 )
         if plan.msout is None or not plan.msin or plan.msout not in [u.path for u in plan.uploads]:
             return
+        # imported here: numpy and python-casacore are needed only for measurement-set outputs
+        from gridlrt.worker.msinfo import ms_info
+
         try:
             before, after = ms_info(plan.msin[0]), ms_info(plan.msout)
         except InputError as exc:
