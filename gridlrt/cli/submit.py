@@ -303,7 +303,7 @@ def _age(seconds: float) -> str:
 
 def _records_table(records: list[JobRecord]) -> Table:
     table = Table(title="pilot jobs", title_justify="left")
-    table.add_column("submission")
+    table.add_column("submission", no_wrap=True)
     table.add_column("backend")
     table.add_column("step")
     table.add_column("pilots", justify="right")

@@ -111,7 +111,9 @@ def plan(
     request = PilotRequest(
         step=step,
         count=count,
-        pool_url=strip_credentials(settings.pool),
+        pool_url=settings.pool
+        if settings.pool_kind == "embedded"
+        else strip_credentials(settings.pool),
         run_dir=run_dir,
         resources=resources,
         worker_args=worker_args,
