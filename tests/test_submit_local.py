@@ -5,10 +5,7 @@ demands credentials (pouchdb-server behind a Basic-auth gate)."""
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,61 +15,11 @@ import pytest
 
 from gridlrt.tokens import TokenPool, TokenStatus, new_token
 from gridlrt.tokens.couchdb import CouchDBPool
+from tests.gridlrt_cli import cli_env, gridlrt, wait_jobs_finished, write_credentials
 from tests.lofar_inputs import put_input
 from tests.secrets_watch import ProcWatcher, files_containing
 from tests.services.couchdb import SecuredCouchDB
 from tests.services.webdav import WebDAV
-
-
-def cli_env(tmp_path: Path, **settings: str) -> dict[str, str]:
-    """An environment for the gridlrt CLI that ignores the user's own config and data."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDLRT_")}
-    env.update(
-        GRIDLRT_CONFIG=str(tmp_path / "no-config.toml"),
-        XDG_DATA_HOME=str(tmp_path / "xdg-data"),
-        GRIDLRT_RUNS_DIR=str(tmp_path / "runs"),
-        OPENBLAS_NUM_THREADS="1",
-        COLUMNS="200",
-    )
-    env.update(settings)
-    return env
-
-
-def gridlrt(
-    env: dict[str, str], *args: str, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "gridlrt", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"gridlrt {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
-        )
-    return result
-
-
-def wait_jobs_finished(env: dict[str, str], record_id: str, timeout: float = 240) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        [record] = json.loads(gridlrt(env, "jobs", "status", record_id, "--json").stdout)
-        states = [record["states"].get(j, "pending") for j in record["job_ids"]]
-        if all(s in ("completed", "failed", "cancelled") for s in states):
-            return record
-        if time.monotonic() > deadline:
-            logs = {p.name: p.read_text()[-2000:] for p in Path(record["run_dir"]).glob("*.log")}
-            raise AssertionError(f"jobs still {states} after {timeout} s; logs: {logs}")
-        time.sleep(0.5)
-
-
-def write_credentials(path: Path, couch: SecuredCouchDB) -> Path:
-    path.write_text(f"username={couch.username}\npassword={couch.password}\n")
-    path.chmod(0o600)
-    return path
 
 
 @pytest.fixture
