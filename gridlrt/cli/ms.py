@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 
 from gridlrt.cli.common import console
-from gridlrt.worker.msinfo import ms_info
 
 ms_app = typer.Typer(help="Inspect LOFAR measurement sets (python-casacore).", no_args_is_help=True)
 
@@ -28,6 +27,8 @@ def info(
 
     Example: gridlrt ms info L229507_SB100_uv.dppp.MS --json
     """
+    from gridlrt.worker.msinfo import ms_info  # numpy + casacore only when asked
+
     summary = ms_info(path)
     if as_json:
         typer.echo(summary.model_dump_json(indent=2))
