@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.services.webdav",
     "tests.services.slurm",
     "tests.services.measurement_sets",
+    "tests.fakes.grid_cli",
 ]

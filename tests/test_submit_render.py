@@ -61,7 +61,7 @@ def test_slurm_refuses_a_run_dir_with_spaces(tmp_path: Path) -> None:
 def test_dirac_jdl_is_parametric_ships_the_sandbox_and_checks(tmp_path: Path) -> None:
     req = request(tmp_path, resources=Resources(sites=["LCG.SARA.nl"], tags=["2Processors"]))
     sub = DiracSubmitter().prepare(req)
-    jdl = parse_jdl(sub.files["pilot.jdl"])
+    jdl = parse_jdl(sub.files["pilot-0.jdl"])
     assert attribute(jdl, "Executable") == "pilot.sh"
     assert attribute(jdl, "Parameters") == 4
     assert attribute(jdl, "ParameterStart") == 0 and attribute(jdl, "ParameterStep") == 1
@@ -84,11 +84,18 @@ def test_dirac_jdl_is_parametric_ships_the_sandbox_and_checks(tmp_path: Path) ->
     assert "pilot.sh" in sub.files and sub.files["pilot.sh"].startswith("#!/bin/sh")
     # before the files exist the full check fails; after writing them it passes
     with pytest.raises(InputError, match="does not exist"):
-        check_jdl(sub.files["pilot.jdl"], "dirac")
+        check_jdl(sub.files["pilot-0.jdl"], "dirac")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "pilot.sh").write_text("#!/bin/sh\n")
     (tmp_path / "run" / "pool.cred").write_text("username=a\npassword=b\n")
-    check_jdl(sub.files["pilot.jdl"], "dirac")
+    check_jdl(sub.files["pilot-0.jdl"], "dirac")
+
+
+def test_dirac_splits_big_submissions_into_parametric_jobs_of_twenty(tmp_path: Path) -> None:
+    sub = DiracSubmitter().prepare(request(tmp_path, count=45))
+    sizes = [attribute(parse_jdl(sub.files[f"pilot-{k}.jdl"]), "Parameters") for k in range(3)]
+    assert sizes == [20, 20, 5]
+    assert sub.command[-3:] == [str(tmp_path / "run" / f"pilot-{k}.jdl") for k in range(3)]
 
 
 def test_glite_jdl_uses_param_placeholder_and_requirements(tmp_path: Path) -> None:

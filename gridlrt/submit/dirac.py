@@ -8,8 +8,9 @@ The DIRAC client prints ``JobID = 123`` (or ``JobID = [123, 124]`` for a paramet
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from gridlrt.errors import SubmitError
 from gridlrt.submit.base import Submitter, first_line
@@ -18,10 +19,14 @@ from gridlrt.submit.jdl import check_jdl, jdl_list
 from gridlrt.submit.model import JobState, PilotRequest, Submission, safe_word
 from gridlrt.submit.templates import render_template
 
-JDL = "pilot.jdl"
 IDS = "jobids.txt"
+# DIRAC's JobManager refuses parametric jobs with more parameters than MaxParametricJobs
+# (default MAX_PARAMETRIC_JOBS = 20); bigger submissions are split into several JDL files.
+MAX_PARAMETRIC = 20
 
 # DIRAC's job states (WorkloadManagementSystem/Client/JobStatus.py)
+log = logging.getLogger(__name__)
+
 _STATES = {
     "Submitting": JobState.PENDING,
     "Received": JobState.PENDING,
@@ -76,7 +81,13 @@ class DiracSubmitter(Submitter):
         "and create a proxy with dirac-proxy-init -g lofar_user"
     )
 
-    def prepare(self, request: PilotRequest) -> Submission:
+    def __init__(
+        self, env: Mapping[str, str] | None = None, *, max_parametric: int = MAX_PARAMETRIC
+    ) -> None:
+        super().__init__(env)
+        self.max_parametric = max_parametric
+
+    def _jdl(self, request: PilotRequest, count: int) -> str:
         res = request.resources
         extra = []
         if res.sites:
@@ -90,7 +101,7 @@ class DiracSubmitter(Submitter):
             {
                 "job_name": request.job_name,
                 "step": request.step,
-                "count": request.count,
+                "count": count,
                 "arguments": pilot_arguments(request),
                 "input_sandbox": sandbox_list(request),
                 "cpu_time": int(res.walltime * res.cpus),
@@ -99,28 +110,45 @@ class DiracSubmitter(Submitter):
             },
         )
         check_jdl(jdl, "dirac", check_files=False)
+        return jdl
+
+    def prepare(self, request: PilotRequest) -> Submission:
+        """One parametric JDL per MAX_PARAMETRIC pilots (``pilot-0.jdl``, ...), one command."""
+        sizes = [
+            min(self.max_parametric, request.count - start)
+            for start in range(0, request.count, self.max_parametric)
+        ]
+        files = {f"pilot-{k}.jdl": self._jdl(request, n) for k, n in enumerate(sizes)}
         run_dir = request.run_dir
         return Submission(
             backend=self.name,
             request=request,
-            files={JDL: jdl, PILOT: pilot_script()},
+            files={**files, PILOT: pilot_script()},
             executable=[PILOT],
-            command=["dirac-wms-job-submit", "-f", str(run_dir / IDS), str(run_dir / JDL)],
+            command=[
+                "dirac-wms-job-submit",
+                "-f",
+                str(run_dir / IDS),
+                *(str(run_dir / name) for name in files),
+            ],
             inputs=[request.run_dir / PILOT],
         )
 
     def _submit(self, submission: Submission) -> list[str]:
         run_dir = submission.request.run_dir
-        check_jdl(submission.files[JDL], "dirac", base=run_dir)
+        for name, text in submission.files.items():
+            if name.endswith(".jdl"):
+                check_jdl(text, "dirac", base=run_dir)
         result = self.run(submission.command, cwd=run_dir)
         ids = parse_submitted(result.stdout)
-        if result.returncode != 0 or not ids:
-            output = "\n".join(
-                line for line in (result.stdout + result.stderr).splitlines() if "ERROR" in line
-            )
+        errors = [ln for ln in (result.stdout + result.stderr).splitlines() if "ERROR" in ln]
+        if result.returncode != 0 or errors or not ids:
+            if ids:  # some JDL files went through: say which jobs exist before failing
+                log.warning("dirac: jobs %s were submitted before the error", ", ".join(ids))
             raise SubmitError(
                 "dirac-wms-job-submit refused the job: "
-                + first_line(output or result.stderr or result.stdout)
+                + first_line("\n".join(errors) or result.stderr or result.stdout)
+                + (f" (jobs {', '.join(ids)} were submitted nevertheless)" if ids else "")
             )
         return ids
 

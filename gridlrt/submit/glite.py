@@ -26,17 +26,17 @@ JDL = "pilot.jdl"
 IDS = "jobids.txt"
 DEFAULT_VO = "lofar"
 
-_STATES = {
+_STATES = {  # keys as normalised by glite_state: lower case, no space before "("
     "submitted": JobState.PENDING,
     "waiting": JobState.PENDING,
     "ready": JobState.PENDING,
     "scheduled": JobState.PENDING,
     "running": JobState.RUNNING,
-    "done (success)": JobState.COMPLETED,
-    "cleared": JobState.COMPLETED,
-    "done (exit code !=0)": JobState.FAILED,
-    "done (failed)": JobState.FAILED,
     "done(success)": JobState.COMPLETED,
+    "cleared": JobState.COMPLETED,
+    "done(exit code !=0)": JobState.FAILED,
+    "done(failed)": JobState.FAILED,
+    "done(cancelled)": JobState.CANCELLED,
     "aborted": JobState.FAILED,
     "cancelled": JobState.CANCELLED,
 }
@@ -47,7 +47,9 @@ _ENTRY = re.compile(
 
 
 def glite_state(text: str) -> JobState:
-    return _STATES.get(" ".join(text.split()).lower(), JobState.UNKNOWN)
+    """``Done(Success)`` (current UI), ``Done (Success)`` (older UIs), ``Running``, ..."""
+    key = re.sub(r"\s*\(", "(", " ".join(text.split())).lower()
+    return _STATES.get(key, JobState.UNKNOWN)
 
 
 def parse_ids_file(text: str) -> list[str]:
