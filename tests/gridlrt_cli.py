@@ -63,3 +63,14 @@ def write_credentials(path: Path, couch: SecuredCouchDB) -> Path:
     path.write_text(f"username={couch.username}\npassword={couch.password}\n")
     path.chmod(0o600)
     return path
+
+
+def slow_step(steps_dir: Path, seconds: int = 300) -> Path:
+    """A step ``slow`` that sleeps: a token a pilot is busy with until it is told to stop."""
+    steps_dir.mkdir(parents=True, exist_ok=True)
+    (steps_dir / "slow.toml").write_text(
+        f'name = "slow"\nkind = "command"\ncommand = ["sleep", "{seconds}"]\n'
+        '[inputs]\nkind = "none"\n'
+        '[outputs]\nkeep = []\nurl = "{root}/{step}/{token_id}/{name}"\n'
+    )
+    return steps_dir

@@ -19,7 +19,7 @@ import pytest
 from gridlrt.tokens import TokenStatus, new_token
 from gridlrt.tokens.couchdb import CouchDBPool
 from tests.fakes.grid_cli import FakeGrid
-from tests.gridlrt_cli import cli_env, gridlrt, wait_jobs_finished, write_credentials
+from tests.gridlrt_cli import cli_env, gridlrt, slow_step, wait_jobs_finished, write_credentials
 from tests.lofar_inputs import put_input
 from tests.secrets_watch import ProcWatcher, files_containing
 from tests.services.couchdb import SecuredCouchDB
@@ -110,12 +110,7 @@ def test_dirac_dry_run_cancel_and_clear_errors(
     url = secured_couchdb.new_database()
     pool = CouchDBPool(url, (secured_couchdb.username, secured_couchdb.password))
     pool.init()
-    steps = tmp_path / "steps"
-    steps.mkdir()
-    (steps / "slow.toml").write_text(
-        'name = "slow"\nkind = "command"\ncommand = ["sleep", "300"]\n[inputs]\nkind = "none"\n'
-        '[outputs]\nkeep = []\nurl = "{root}/{step}/{token_id}/{name}"\n'
-    )
+    steps = slow_step(tmp_path / "steps")
     pool.create([new_token(f"slow_{i}", inputs=f"x{i}", step="slow") for i in range(25)])
     env = cli_env(
         tmp_path,

@@ -15,7 +15,7 @@ import pytest
 
 from gridlrt.tokens import TokenPool, TokenStatus, new_token
 from gridlrt.tokens.couchdb import CouchDBPool
-from tests.gridlrt_cli import cli_env, gridlrt, wait_jobs_finished, write_credentials
+from tests.gridlrt_cli import cli_env, gridlrt, slow_step, wait_jobs_finished, write_credentials
 from tests.lofar_inputs import put_input
 from tests.secrets_watch import ProcWatcher, files_containing
 from tests.services.couchdb import SecuredCouchDB
@@ -108,12 +108,7 @@ def test_without_credentials_the_pilots_fail_and_say_why(
 
 def test_auto_count_dry_run_and_cancel(tmp_path: Path) -> None:
     pool_url = f"sqlite:///{tmp_path / 'pool.sqlite'}"
-    steps = tmp_path / "steps"
-    steps.mkdir()
-    (steps / "slow.toml").write_text(
-        'name = "slow"\nkind = "command"\ncommand = ["sleep", "300"]\n'
-        '[inputs]\nkind = "none"\n[outputs]\nkeep = []\nurl = "{root}/{step}/{token_id}/{name}"\n'
-    )
+    steps = slow_step(tmp_path / "steps")
     env = cli_env(tmp_path, GRIDLRT_POOL=pool_url, GRIDLRT_MAX_PILOTS="2")
     gridlrt(env, "pool", "init")
     from gridlrt.config import load_settings

@@ -14,7 +14,7 @@ from uuid import uuid4
 from gridlrt.config import load_settings
 from gridlrt.tokens import TokenStatus, new_token, open_pool
 from gridlrt.tokens.couchdb import CouchDBPool
-from tests.gridlrt_cli import cli_env, gridlrt, wait_jobs_finished
+from tests.gridlrt_cli import cli_env, gridlrt, slow_step, wait_jobs_finished
 from tests.lofar_inputs import put_input
 from tests.secrets_watch import ProcWatcher, files_containing
 from tests.services.couchdb import SecuredCouchDB
@@ -87,12 +87,7 @@ def test_slurm_array_drains_32_subbands(
 
 def test_slurm_states_and_cancel(slurm: SlurmCluster, tmp_path: Path) -> None:
     pool_url = f"sqlite:///{tmp_path / 'pool.sqlite'}"
-    steps = tmp_path / "steps"
-    steps.mkdir()
-    (steps / "slow.toml").write_text(
-        'name = "slow"\nkind = "command"\ncommand = ["sleep", "300"]\n[inputs]\nkind = "none"\n'
-        '[outputs]\nkeep = []\nurl = "{root}/{step}/{token_id}/{name}"\n'
-    )
+    steps = slow_step(tmp_path / "steps")
     env = cli_env(tmp_path, GRIDLRT_POOL=pool_url, SLURM_CONF=slurm.env["SLURM_CONF"])
     gridlrt(env, "pool", "init")
     pool = open_pool(load_settings(pool=pool_url))

@@ -33,7 +33,10 @@ class Submitter(ABC):
     programs: ClassVar[tuple[str, ...]] = ()
     install_hint: ClassVar[str] = ""
 
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, env: Mapping[str, str] | None = None, *, run_dir: Path | None = None
+    ) -> None:
+        self.run_dir = run_dir  # of a past submission, for backends that keep state there
         source = os.environ if env is None else env
         # Pilots read the pool credentials from a 0600 file; secrets given to this process
         # in the environment stay here, out of batch jobs' environments.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from gridlrt.errors import SubmitError
 from gridlrt.submit.base import Submitter, first_line
@@ -82,9 +83,13 @@ class DiracSubmitter(Submitter):
     )
 
     def __init__(
-        self, env: Mapping[str, str] | None = None, *, max_parametric: int = MAX_PARAMETRIC
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        run_dir: Path | None = None,
+        max_parametric: int = MAX_PARAMETRIC,
     ) -> None:
-        super().__init__(env)
+        super().__init__(env, run_dir=run_dir)
         self.max_parametric = max_parametric
 
     def _jdl(self, request: PilotRequest, count: int) -> str:

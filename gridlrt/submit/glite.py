@@ -77,7 +77,7 @@ class GliteSubmitter(Submitter):
         vo: str = DEFAULT_VO,
         delegation: str | None = None,
     ) -> None:
-        super().__init__(env)
+        super().__init__(env, run_dir=run_dir)
         self.vo = safe_word(vo, "VO")
         self.delegation = safe_word(delegation or self.env.get("USER") or "gridlrt", "delegation")
 

@@ -54,8 +54,7 @@ class LocalSubmitter(Submitter):
         run_dir: Path | None = None,
         python: str | None = None,
     ) -> None:
-        super().__init__(env)
-        self.run_dir = run_dir
+        super().__init__(env, run_dir=run_dir)
         self.python = python or sys.executable
 
     def prepare(self, request: PilotRequest) -> Submission:

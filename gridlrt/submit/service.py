@@ -177,10 +177,7 @@ def job_records(pool: TokenPool) -> list[JobRecord]:
 
 
 def submitter_for(record: JobRecord, env: Mapping[str, str] | None = None) -> Submitter:
-    options: dict[str, Any] = {}
-    if record.backend in ("local", "slurm", "glite"):
-        options["run_dir"] = Path(record.run_dir)
-    return get_submitter(record.backend, env, **options)
+    return get_submitter(record.backend, env, run_dir=Path(record.run_dir))
 
 
 def refresh(pool: TokenPool, record: JobRecord, env: Mapping[str, str] | None = None) -> JobRecord:

@@ -82,7 +82,7 @@ class SlurmSubmitter(Submitter):
         run_dir: Path | None = None,
         python: str | None = None,
     ) -> None:
-        super().__init__(env)
+        super().__init__(env, run_dir=run_dir)
         self.python = python or sys.executable
 
     def prepare(self, request: PilotRequest) -> Submission:
