@@ -17,10 +17,10 @@ lint: setup
 test: setup lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-# The end-to-end demo (`gridlrt demo`) arrives with the main-job issue; until then `make demo`
-# sets the machine up and shows, with `gridlrt doctor`, that it is ready.
+# The main job on this machine: 8 synthetic subbands -> tokens in the embedded pool -> local
+# pilots (AOFlagger + DP3) -> results, a summary table and a progress plot. Safe to rerun.
 demo: setup
-	$(VENV)/bin/gridlrt doctor
+	$(VENV)/bin/gridlrt demo
 
 clean:
 	rm -rf $(VENV) tests/services/node_modules .pytest_cache .mypy_cache .ruff_cache

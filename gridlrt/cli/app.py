@@ -11,6 +11,7 @@ import typer
 
 from gridlrt import __version__
 from gridlrt.cli.common import err_console
+from gridlrt.cli.demo import demo_command
 from gridlrt.cli.doctor import doctor_command
 from gridlrt.cli.ms import ms_app
 from gridlrt.cli.sandbox import sandbox_app
@@ -61,6 +62,7 @@ def root(
 
 
 app.command("doctor")(doctor_command)
+app.command("demo")(demo_command)
 app.add_typer(pool_app, name="pool")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(stage_app, name="stage")

@@ -1,0 +1,69 @@
+"""``gridlrt demo``: the main job end to end on the embedded default pool, as a new user runs
+it (``make demo``), and rerun."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from casacore import tables
+
+from gridlrt.config import load_settings
+from gridlrt.tokens import TokenStatus, open_pool
+from tests.gridlrt_cli import cli_env, gridlrt
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_runs_end_to_end_and_rerun_does_no_work(tmp_path: Path) -> None:
+    env = cli_env(tmp_path)  # nothing set: the embedded default pool and storage root
+    first = gridlrt(env, "demo", "--subbands", "4", "--json")
+    result = json.loads(first.stdout)
+
+    assert result["step"] == "flag-average" and result["created"] == 4
+    assert result["record"]["backend"] == "local"
+    rows = result["rows"]
+    assert [r["subband"] for r in rows] == [100, 101, 102, 103]
+    assert {r["status"] for r in rows} == {"done"}, rows
+    data = tmp_path / "xdg-data" / "gridlrt"
+    listed = (data / "demo" / "srm.txt").read_text().split()
+    assert [line for line in listed if line.startswith("file://")] == result["observation"][
+        "inputs"
+    ]
+    assert Path(result["observation"]["tarballs"][0]).name.startswith("L700700_SB100_uv.MS_")
+    plot = Path(result["plot"])
+    assert plot.read_bytes()[:8] == PNG and plot.stat().st_size > 20_000
+    # the outputs are flagged, averaged measurement sets in the default storage root
+    output = rows[0]["outputs"][0]
+    assert output.startswith((data / "storage").as_uri())
+    assert output.endswith("L700700_SB100_uv.flag-average.MS.tar")
+    pool = open_pool(load_settings(pool=f"sqlite:///{data / 'pool.sqlite'}"))
+    tokens = list(pool.tokens(step="flag-average"))
+    attempts = {t.id: len(t.attempts) for t in tokens}
+    assert {t.status for t in tokens} == {TokenStatus.DONE}
+
+    again = gridlrt(env, "demo", "--subbands", "4", "--json")
+    second = json.loads(again.stdout)
+    assert second["created"] == 0 and second["record"] is None
+    assert second["observation"]["made"] == 0
+    assert [r["outputs"] for r in second["rows"]] == [r["outputs"] for r in rows]
+    assert {t.id: len(t.attempts) for t in pool.tokens(step="flag-average")} == attempts
+    assert len(pool.records("job")) == 1  # no second submission
+
+
+def test_demo_table_and_where_things_are(tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    out = gridlrt(env, "demo", "--subbands", "2", "--step", "average").stdout
+    assert "average: 2 of 2 subbands done" in out
+    assert "L700700_SB100_uv.average.MS.tar" in out
+    assert "results: file://" in out and "plot:" in out and "progress.png" in out
+    # the output is a real measurement set: averaged 64 -> 16 channels by DP3
+    storage = tmp_path / "xdg-data" / "gridlrt" / "storage" / "L700700" / "average"
+    [tarball] = [p for p in storage.iterdir() if p.name.startswith("L700700_SB100")]
+    import tarfile
+
+    with tarfile.open(tarball) as tar:
+        tar.extractall(tmp_path / "check", filter="data")
+    [ms] = list((tmp_path / "check").iterdir())
+    with tables.table(f"{ms}::SPECTRAL_WINDOW", ack=False) as spw:
+        assert spw.getcol("NUM_CHAN")[0] == 16
