@@ -193,16 +193,12 @@ def summarise(tokens: Iterable[Token]) -> list[SubbandResult]:
 def plot_progress(tokens: list[Token], path: Path, title: str = "") -> Path:
     """A PNG of the run: tokens done over time (top) and each token's last attempt as a bar
     split into download, processing and upload, one row per subband (bottom)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend state is touched
 
     attempts = [(t, t.attempts[-1]) for t in tokens if t.attempts and t.attempts[-1].ended]
     start = min((a.started for _, a in attempts), default=time.time())
-    fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(9, 6.5), height_ratios=[1, 1.6], constrained_layout=True
-    )
+    fig = Figure(figsize=(9, 6.5), layout="constrained")
+    top, bottom = fig.subplots(2, 1, height_ratios=[1, 1.6])
     ends = sorted(a.ended - start for t, a in attempts if t.status is TokenStatus.DONE and a.ended)
     top.step([0.0, *ends], list(range(len(ends) + 1)), where="post", color="tab:blue")
     top.set_ylim(0, max(len(tokens), 1) + 0.5)
@@ -234,7 +230,6 @@ def plot_progress(tokens: list[Token], path: Path, title: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(f".{path.name}.part")
     fig.savefig(part, dpi=110, format="png")
-    plt.close(fig)
     part.replace(path)
     return path
 
