@@ -194,6 +194,7 @@ def plot_progress(tokens: list[Token], path: Path, title: str = "") -> Path:
     """A PNG of the run: tokens done over time (top) and each token's last attempt as a bar
     split into download, processing and upload, one row per subband (bottom)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state is touched
+    from matplotlib.ticker import MaxNLocator
 
     attempts = [(t, t.attempts[-1]) for t in tokens if t.attempts and t.attempts[-1].ended]
     start = min((a.started for _, a in attempts), default=time.time())
@@ -204,6 +205,7 @@ def plot_progress(tokens: list[Token], path: Path, title: str = "") -> Path:
     top.set_ylim(0, max(len(tokens), 1) + 0.5)
     top.set_xlim(left=0)
     top.set_ylabel("tokens done")
+    top.yaxis.set_major_locator(MaxNLocator(integer=True))
     top.set_title(title or f"{len(ends)} of {len(tokens)} tokens done")
     top.grid(alpha=0.3)
     colours = {"download": "tab:cyan", "run": "tab:orange", "upload": "tab:green"}
