@@ -16,6 +16,7 @@ from gridlrt.cli.doctor import doctor_command
 from gridlrt.cli.ms import ms_app
 from gridlrt.cli.sandbox import sandbox_app
 from gridlrt.cli.stage import stage_app
+from gridlrt.cli.status import status_command
 from gridlrt.cli.storage import storage_app
 from gridlrt.cli.submit import jobs_app, submit_command
 from gridlrt.cli.tokens import pool_app, tokens_app
@@ -72,6 +73,7 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(storage_app, name="storage")
 app.command("submit")(submit_command)
 app.add_typer(jobs_app, name="jobs")
+app.command("status")(status_command)
 
 
 def main(argv: list[str] | None = None) -> None:

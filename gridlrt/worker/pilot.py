@@ -100,10 +100,32 @@ class Heartbeat(threading.Thread):
         self.lost = threading.Event()
 
     def run(self) -> None:
+        """Every ``interval``: heartbeat with the node's 1-minute load and, where
+        /proc/meminfo exists, its memory (``mem_used_pct``, ``mem_total_mb``); what the node
+        cannot tell is left out."""
         while not self.finished.wait(self.interval):
+            info: dict[str, float] = {}
             try:
-                load = os.getloadavg()[0]
-                self.pool.heartbeat(self.token_id, self.pilot, {"load": round(load, 2)})
+                info["load"] = round(os.getloadavg()[0], 2)
+            except OSError:
+                log.debug("no load average on this node")
+            try:
+                kib = {
+                    key: float(rest.split()[0])
+                    for key, _, rest in (
+                        line.partition(":")
+                        for line in Path("/proc/meminfo").read_text().splitlines()
+                    )
+                    if key in ("MemTotal", "MemAvailable")
+                }
+                total, available = kib["MemTotal"], kib["MemAvailable"]
+                if total > 0:
+                    info["mem_used_pct"] = round(100.0 * (1.0 - available / total), 1)
+                    info["mem_total_mb"] = round(total / 1024.0)
+            except (OSError, ValueError, KeyError, IndexError):
+                log.debug("no memory figures on this node (/proc/meminfo)")
+            try:
+                self.pool.heartbeat(self.token_id, self.pilot, info)
             except LostClaim:
                 log.warning("token %s was taken from this pilot", self.token_id)
                 self.lost.set()
