@@ -4,6 +4,9 @@ it (``make demo``), and rerun."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from casacore import tables
@@ -67,3 +70,33 @@ def test_demo_table_and_where_things_are(tmp_path: Path) -> None:
     [ms] = list((tmp_path / "check").iterdir())
     with tables.table(f"{ms}::SPECTRAL_WINDOW", ack=False) as spw:
         assert spw.getcol("NUM_CHAN")[0] == 16
+
+
+def test_status_watch_during_the_demo_shows_progress_moving(tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    data = tmp_path / "xdg-data" / "gridlrt"
+    demo_out = (tmp_path / "demo.txt").open("w")
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "gridlrt", "demo", "--subbands", "6", "--pilots", "1"],
+        env=env, stdout=demo_out, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        pool = None
+        while pool is None or not list(pool.tokens(step="flag-average")):
+            assert demo.poll() is None, (tmp_path / "demo.txt").read_text()
+            assert time.monotonic() < deadline, "the demo never made its tokens"
+            if (data / "pool.sqlite").exists():
+                pool = open_pool(load_settings(pool=f"sqlite:///{data / 'pool.sqlite'}"))
+            time.sleep(0.05)
+        watch = gridlrt(env, "status", "--step", "flag-average", "--watch", "--until-done",
+                        "--interval", "0.2s", "--json")  # fmt: skip
+        assert demo.wait(timeout=120) == 0, (tmp_path / "demo.txt").read_text()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        demo_out.close()
+    done = [json.loads(line)["steps"][0]["done"] for line in watch.stdout.splitlines()]
+    assert done == sorted(done) and done[-1] == 6, done
+    assert len(set(done)) >= 2, f"no progress seen between frames: {done}"
