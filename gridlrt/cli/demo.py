@@ -92,18 +92,16 @@ def _seconds(value: float | None) -> str:
 
 def _report(result: DemoResult) -> None:
     table = Table(title=f"{result.step}: {result.done} of {len(result.rows)} subbands done")
-    table.add_column("token")
     table.add_column("SB", justify="right")
     table.add_column("status")
     table.add_column("time", justify="right")
     table.add_column("tries", justify="right")
-    table.add_column("output")
+    table.add_column("output", overflow="fold")
     for row in result.rows:
         colour = "green" if row.status == "done" else "bold red"
         output = row.outputs[0].rsplit("/", 1)[-1] if row.outputs else (row.error or "")
         table.add_row(
-            row.token,
-            str(row.subband) if row.subband is not None else "",
+            str(row.subband) if row.subband is not None else row.token,
             f"[{colour}]{row.status}[/]",
             _seconds(row.seconds),
             str(row.attempts),
