@@ -37,6 +37,9 @@ class Submitter(ABC):
         self, env: Mapping[str, str] | None = None, *, run_dir: Path | None = None
     ) -> None:
         self.run_dir = run_dir  # of a past submission, for backends that keep state there
+        #: collection id -> its member job ids, as learnt by the last :meth:`status` call
+        #: (gLite parametric jobs); the members are the pilots to track from then on
+        self.members: dict[str, list[str]] = {}
         source = os.environ if env is None else env
         # Pilots read the pool credentials from a 0600 file; secrets given to this process
         # in the environment stay here, out of batch jobs' environments.
@@ -52,7 +55,8 @@ class Submitter(ABC):
 
     @abstractmethod
     def status(self, job_ids: Sequence[str]) -> dict[str, JobState]:
-        """The state of each job id (ids the backend does not know: UNKNOWN)."""
+        """The state of each job id (ids the backend does not know: UNKNOWN); the states of
+        a collection's members too, with the collection recorded in :attr:`members`."""
 
     @abstractmethod
     def cancel(self, job_ids: Sequence[str]) -> None:

@@ -149,6 +149,9 @@ class GliteSubmitter(Submitter):
                 continue
             states.update(entries)
             states.setdefault(job_id, JobState.UNKNOWN)
+            nodes = [node for node, _ in entries if node != job_id]
+            if nodes:
+                self.members[job_id] = nodes
         return states
 
     def cancel(self, job_ids: Sequence[str]) -> None:

@@ -195,10 +195,10 @@ def refresh(pool: TokenPool, record: JobRecord, env: Mapping[str, str] | None = 
     answer = submitter.status(asking)
     job_ids = list(record.job_ids)
     states = dict(record.states)
-    for job_id in asking:
-        children = [k for k in answer if k not in job_ids and k != job_id]
-        if children and record.backend == "glite":  # a collection: track its nodes
-            job_ids[job_ids.index(job_id) : job_ids.index(job_id) + 1] = children
+    for collection, members in submitter.members.items():  # track a collection's nodes
+        if collection in job_ids:
+            at = job_ids.index(collection)
+            job_ids[at : at + 1] = [m for m in members if m not in job_ids]
     for job_id, state in answer.items():
         if job_id in job_ids and not (state is JobState.UNKNOWN and states.get(job_id) in TERMINAL):
             states[job_id] = state
