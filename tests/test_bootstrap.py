@@ -186,6 +186,7 @@ def test_bundle_is_deterministic_and_holds_gridlrt_but_not_the_site_software(
     shipped = {d.name for d in info.distributions}
     assert {"gridlrt", "pydantic", "pydantic-core", "typer", "requests", "pyyaml"} <= shipped
     assert not shipped & SITE_PROVIDED
+    assert "matplotlib" not in shipped  # the demo's plots are drawn on the UI node only
     assert info.files == sum(1 for n in names if n.startswith(lib))
 
     bare = build_pilot_sandbox(None, tmp_path)  # no steps: just the bundle

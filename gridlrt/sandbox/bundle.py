@@ -7,7 +7,7 @@ Owns choosing those files and describing them:
 * the files come from the distributions *installed in the running environment* (each one's
   ``RECORD``; no network, no pip): gridlrt itself (its package directory, since it may be
   installed editable) and the closure of its ``Requires-Dist`` (environment markers evaluated
-  for this interpreter, extras ignored), minus :data:`SITE_PROVIDED`;
+  for this interpreter, extras ignored), minus :data:`SITE_PROVIDED` and :data:`UI_ONLY`;
 * everything goes under :data:`LIB_PREFIX` (the directory the pilot bootstrap puts on
   ``PYTHONPATH``); console scripts, byte-code caches, ``.pth`` files and the ``.dist-info``
   files other than ``METADATA`` and licences are left out;
@@ -54,6 +54,10 @@ BUNDLE_FORMAT = 1
 # them (PYTHONPATH comes first) with builds for another system, so they are neither bundled
 # nor followed: their own requirements are the site's business too.
 SITE_PROVIDED = frozenset({"numpy", "python-casacore", "dp3", "gfal2-python"})
+# What gridlrt needs only on the submitting side, never in a pilot: matplotlib draws the demo's
+# progress plot (about 30 MB with its own dependencies).
+UI_ONLY = frozenset({"matplotlib"})
+NOT_BUNDLED = SITE_PROVIDED | UI_ONLY
 
 # ``.dist-info``/``.egg-info`` files worth shipping: the metadata (so importlib.metadata.version
 # works) and the licences that must accompany copies of most open-source packages.
@@ -251,7 +255,7 @@ def marker_applies(marker: str, environment: Mapping[str, str] | None = None) ->
 
 
 def requirement_closure(
-    root: str = ROOT_DISTRIBUTION, *, exclude: frozenset[str] = SITE_PROVIDED
+    root: str = ROOT_DISTRIBUTION, *, exclude: frozenset[str] = NOT_BUNDLED
 ) -> dict[str, metadata.Distribution]:
     """The installed distributions ``root`` needs here, by normalised name, ``root`` included:
     its ``Requires-Dist`` followed recursively (markers evaluated, extras ignored), without
