@@ -49,8 +49,9 @@ def main() -> None:
             sandbox = build_pilot_sandbox(None, tmp / "sandboxes")
             builds.append(time.perf_counter() - began)
         build = statistics.median(builds)
-        print(f"\npilot sandbox (gridlrt runtime only): {sandbox.files} files, "
-              f"{sandbox.size / 1e6:.2f} MB, build {build:.2f} s (median of {args.repeat})")  # fmt: skip
+        size = sandbox.size / 1e6
+        print(f"\npilot sandbox (gridlrt runtime): {sandbox.files} files, {size:.2f} MB, "
+              f"build {build:.2f} s (median, {args.repeat} runs)")  # fmt: skip
 
         spec = DemoSpec(subbands=args.subbands)
         began = time.perf_counter()
