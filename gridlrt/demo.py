@@ -35,7 +35,7 @@ from gridlrt.errors import GridlrtError
 from gridlrt.lofar_names import name_fields
 from gridlrt.submit.model import JobRecord, Resources
 from gridlrt.submit.service import get_submitter, plan, refresh, submit
-from gridlrt.tokens import Overview, Token, TokenPool, TokenStatus
+from gridlrt.tokens import Token, TokenPool, TokenStatus
 from gridlrt.tokens.create import make_tokens
 from gridlrt.tokens.model import ACTIVE
 
@@ -154,10 +154,6 @@ def demo_tokens(pool: TokenPool, step: str, ids: Iterable[str]) -> list[Token]:
     return [by_id[i] for i in wanted if i in by_id]
 
 
-def _counts(overview: Overview, step: str) -> dict[str, int]:
-    return overview.by_status(step)
-
-
 def _subband(token: Token) -> int | None:
     fields = name_fields(str(token.input)) or {}
     value = fields.get("subband")
@@ -271,7 +267,7 @@ def run_demo(
         record = submit(settings, pool, submitter, submission)
         _wait(pool, spec, ids, record, on_progress, poll)
     elif on_progress is not None:
-        on_progress(_counts(pool.overview(), spec.step))
+        on_progress(pool.overview().by_status(spec.step))
     final = demo_tokens(pool, spec.step, ids)
     plot = plot_progress(
         final, workdir / PLOT_NAME, title=f"L{spec.obsid}, {spec.step}: tokens done over time"
@@ -300,7 +296,7 @@ def _wait(
     deadline = time.monotonic() + spec.timeout
     active = {s.value for s in ACTIVE} | {TokenStatus.TODO.value}
     while True:
-        counts = _counts(pool.overview(), spec.step)
+        counts = pool.overview().by_status(spec.step)
         if on_progress is not None:
             on_progress(counts)
         left = [t for t in demo_tokens(pool, spec.step, ids) if t.status.value in active]

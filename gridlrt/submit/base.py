@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -100,6 +101,21 @@ class Submitter(ABC):
             raise SubmitterUnavailable(f"{argv[0]} not found on PATH; {self.install_hint}") from exc
         except subprocess.TimeoutExpired as exc:
             raise SubmitError(f"{argv[0]} did not answer within {timeout:.0f} s") from exc
+
+
+class SharedPythonSubmitter(Submitter):
+    """A backend whose pilots run gridlrt from this machine's installation (``python``,
+    default: the running interpreter): local processes, or a cluster sharing the file system."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        run_dir: Path | None = None,
+        python: str | None = None,
+    ) -> None:
+        super().__init__(env, run_dir=run_dir)
+        self.python = python or sys.executable
 
 
 def write_files(submission: Submission) -> None:

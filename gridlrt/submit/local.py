@@ -14,12 +14,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from gridlrt.errors import SubmitError
-from gridlrt.submit.base import Submitter
+from gridlrt.submit.base import SharedPythonSubmitter
 from gridlrt.submit.model import JobState, PilotRequest, Submission
 from gridlrt.submit.pilot_args import worker_command
 
@@ -41,21 +40,11 @@ def _start_time(pid: int) -> str | None:
     return fields[19]
 
 
-class LocalSubmitter(Submitter):
+class LocalSubmitter(SharedPythonSubmitter):
     """Pilots as background processes of this machine."""
 
     name = "local"
     programs = ()
-
-    def __init__(
-        self,
-        env: Mapping[str, str] | None = None,
-        *,
-        run_dir: Path | None = None,
-        python: str | None = None,
-    ) -> None:
-        super().__init__(env, run_dir=run_dir)
-        self.python = python or sys.executable
 
     def prepare(self, request: PilotRequest) -> Submission:
         command = [self.python, "-m", "gridlrt", *worker_command(request, local=True)]

@@ -13,12 +13,11 @@ from __future__ import annotations
 import contextlib
 import re
 import shlex
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from gridlrt.errors import InputError, SubmitError
-from gridlrt.submit.base import Submitter, first_line
+from gridlrt.submit.base import SharedPythonSubmitter, first_line
 from gridlrt.submit.model import JobState, PilotRequest, Submission, safe_word
 from gridlrt.submit.pilot_args import slurm_time, worker_command
 from gridlrt.submit.templates import render_template
@@ -68,22 +67,12 @@ def _path_word(path: Path, what: str) -> str:
     return text
 
 
-class SlurmSubmitter(Submitter):
+class SlurmSubmitter(SharedPythonSubmitter):
     """Pilots as a Slurm array job."""
 
     name = "slurm"
     programs = ("sbatch", "squeue", "scancel")
     install_hint = "run on the cluster's login node (Slurm clients: sbatch, squeue, scancel)"
-
-    def __init__(
-        self,
-        env: Mapping[str, str] | None = None,
-        *,
-        run_dir: Path | None = None,
-        python: str | None = None,
-    ) -> None:
-        super().__init__(env, run_dir=run_dir)
-        self.python = python or sys.executable
 
     def prepare(self, request: PilotRequest) -> Submission:
         res = request.resources
