@@ -15,7 +15,7 @@ from rich.table import Table
 
 from gridlrt.cli.common import PoolOption, console, err_console, settings
 from gridlrt.durations import format_duration, parse_duration
-from gridlrt.errors import InputError
+from gridlrt.errors import GridlrtError, InputError
 from gridlrt.submit.model import JobRecord, JobState, Resources
 from gridlrt.submit.pilot_args import pilot_max_time
 from gridlrt.submit.service import (
@@ -347,9 +347,7 @@ def jobs_status(
         for record in records:
             try:
                 fresh.append(refresh(opened, record))
-            except InputError:
-                raise
-            except Exception as exc:  # one backend down must not hide the others
+            except GridlrtError as exc:  # one backend down must not hide the others
                 if record_id:
                     raise
                 err_console.print(f"[yellow]warning:[/] {record.id}: {exc}")
@@ -390,11 +388,7 @@ def jobs_cancel(
     """
     with open_pool(settings(ctx, pool)) as opened:
         record = refresh(opened, get_record(opened, record_id))
-        active = [
-            j
-            for j in record.job_ids
-            if record.states.get(j, JobState.PENDING).value in ("pending", "running", "unknown")
-        ]
+        active = record.unfinished()
         if dry_run:
             console.print(f"would cancel {len(active)} job(s) of {record.id}: {' '.join(active)}")
             return

@@ -136,7 +136,6 @@ class DiracSubmitter(Submitter):
                 str(run_dir / IDS),
                 *(str(run_dir / name) for name in files),
             ],
-            inputs=[request.run_dir / PILOT],
         )
 
     def _submit(self, submission: Submission) -> list[str]:

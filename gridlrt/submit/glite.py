@@ -121,7 +121,6 @@ class GliteSubmitter(Submitter):
                 str(run_dir / IDS),
                 str(run_dir / JDL),
             ],
-            inputs=[run_dir / PILOT],
         )
 
     def _submit(self, submission: Submission) -> list[str]:

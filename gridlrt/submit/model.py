@@ -130,9 +130,6 @@ class Submission(BaseModel):
     files: dict[str, str] = Field(description="file name in run_dir -> rendered text")
     executable: list[str] = Field(default_factory=list, description="files to chmod 0755")
     command: list[str]
-    inputs: list[Path] = Field(
-        default_factory=list, description="local files shipped with each job (input sandbox)"
-    )
 
 
 class JobRecord(BaseModel):
@@ -158,7 +155,11 @@ class JobRecord(BaseModel):
             result[self.states.get(job_id, JobState.PENDING).value] += 1
         return result
 
+    def unfinished(self) -> list[str]:
+        """Job ids not known to have ended (never seen, pending, running or unknown)."""
+        return [j for j in self.job_ids if self.states.get(j, JobState.PENDING) not in TERMINAL]
+
     @property
     def active(self) -> bool:
         """Some job may still be pending or running."""
-        return any(self.states.get(j, JobState.PENDING) not in TERMINAL for j in self.job_ids)
+        return bool(self.unfinished())

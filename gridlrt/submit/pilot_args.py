@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from gridlrt.durations import format_duration
 from gridlrt.submit.model import PilotRequest
 
 # A pilot stops taking tokens this long before the batch system would kill it.
@@ -45,6 +44,3 @@ def slurm_time(seconds: float) -> str:
     days, rest = divmod(minutes, 24 * 60)
     hours, mins = divmod(rest, 60)
     return f"{days}-{hours:02d}:{mins:02d}:00"
-
-
-__all__ = ["format_duration", "pilot_max_time", "slurm_time", "worker_command", "worker_options"]

@@ -27,9 +27,7 @@ from gridlrt.submit.glite import GliteSubmitter
 from gridlrt.submit.grid import CREDENTIALS
 from gridlrt.submit.local import LocalSubmitter
 from gridlrt.submit.model import (
-    TERMINAL,
     JobRecord,
-    JobState,
     PilotRequest,
     Resources,
     Submission,
@@ -191,7 +189,7 @@ def refresh(pool: TokenPool, record: JobRecord, env: Mapping[str, str] | None = 
     if record.backend == "local" and record.host != os.uname().nodename:
         return record  # local pilots can only be seen from their own machine
     submitter = submitter_for(record, env)
-    asking = [j for j in record.job_ids if record.states.get(j) not in TERMINAL]
+    asking = record.unfinished()
     answer = submitter.status(asking)
     job_ids = list(record.job_ids)
     states = dict(record.states)
@@ -199,9 +197,8 @@ def refresh(pool: TokenPool, record: JobRecord, env: Mapping[str, str] | None = 
         if collection in job_ids:
             at = job_ids.index(collection)
             job_ids[at : at + 1] = [m for m in members if m not in job_ids]
-    for job_id, state in answer.items():
-        if job_id in job_ids and not (state is JobState.UNKNOWN and states.get(job_id) in TERMINAL):
-            states[job_id] = state
+    # jobs already ended are not asked again, so a forgotten job keeps its final state
+    states.update({job_id: state for job_id, state in answer.items() if job_id in job_ids})
     updated = record.model_copy(
         update={"job_ids": job_ids, "states": states, "refreshed": time.time()}
     )
@@ -210,10 +207,10 @@ def refresh(pool: TokenPool, record: JobRecord, env: Mapping[str, str] | None = 
 
 
 def cancel(pool: TokenPool, record: JobRecord, env: Mapping[str, str] | None = None) -> JobRecord:
-    """Cancel the record's unfinished jobs and refresh it."""
+    """Cancel the record's unfinished jobs (:meth:`JobRecord.unfinished` after a refresh)."""
     record = refresh(pool, record, env)
     submitter = submitter_for(record, env)
-    submitter.cancel([j for j in record.job_ids if record.states.get(j) not in TERMINAL])
+    submitter.cancel(record.unfinished())
     record = record.model_copy(update={"cancelled": True})
     pool.put_record(RECORD_KIND, record.id, record.model_dump(mode="json"))
     return record
