@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from gridlrt import __version__
 from gridlrt.cli.common import err_console
@@ -83,6 +84,15 @@ def main(argv: list[str] | None = None) -> None:
     except GridlrtError as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
+    except ValidationError as err:  # a value an option passed into a model: still one line
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or err.title
+        err_console.print(
+            f"[bold red]error:[/] {where}: {first['msg']} (got {first.get('input')!r})",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         sys.exit(130)

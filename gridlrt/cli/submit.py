@@ -91,6 +91,7 @@ def submit_command(
         int | None,
         typer.Option(
             "--max",
+            min=1,
             help="Cap for -n auto (default: the max_pilots setting, 100).",
             show_default=False,
         ),
@@ -102,7 +103,7 @@ def submit_command(
             "--steps-dir", help="Your step configs (<step>.toml and the files they name)."
         ),
     ] = None,
-    cpus: Annotated[int, typer.Option("--cpus", help="Cores per pilot.")] = 1,
+    cpus: Annotated[int, typer.Option("--cpus", min=1, help="Cores per pilot.")] = 1,
     mem: Annotated[
         str | None,
         typer.Option(
@@ -115,7 +116,10 @@ def submit_command(
     max_running: Annotated[
         int | None,
         typer.Option(
-            "--max-running", help="Slurm: at most this many pilots at once.", show_default=False
+            "--max-running",
+            min=1,
+            help="Slurm: at most this many pilots at once.",
+            show_default=False,
         ),
     ] = None,
     partition: Annotated[
@@ -145,7 +149,10 @@ def submit_command(
     max_tokens: Annotated[
         int | None,
         typer.Option(
-            "--max-tokens", help="Each pilot stops after this many tokens.", show_default=False
+            "--max-tokens",
+            min=1,
+            help="Each pilot stops after this many tokens.",
+            show_default=False,
         ),
     ] = None,
     idle_timeout: Annotated[
