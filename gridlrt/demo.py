@@ -31,7 +31,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from gridlrt.config import Settings
-from gridlrt.errors import GridlrtError
+from gridlrt.errors import GridlrtError, PoolUnavailable
 from gridlrt.lofar_names import name_fields
 from gridlrt.submit.model import JobRecord, Resources
 from gridlrt.submit.service import get_submitter, plan, refresh, submit
@@ -106,18 +106,28 @@ def _archive_hash(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:8]
 
 
+def archive_tarballs(store: Path, spec: DemoSpec) -> dict[int, Path]:
+    """``{subband: path}`` of the demo's archive tarballs in ``store/lta`` (made or not)."""
+    from gridlrt.worker.synthetic_ms import lofar_ms_name
+
+    names = {
+        sb: lofar_ms_name(spec.obsid, sb)
+        for sb in range(spec.first_subband, spec.first_subband + spec.subbands)
+    }
+    return {sb: store / "lta" / f"{name}_{_archive_hash(name)}.tar" for sb, name in names.items()}
+
+
 def make_observation(store: Path, spec: DemoSpec) -> Observation:
     """Make (or find) the demo's archive tarballs in ``store/lta`` and its list in
     ``store/srm.txt``. Existing tarballs are kept, so a rerun makes nothing."""
-    from gridlrt.worker.synthetic_ms import SyntheticMSSpec, lofar_ms_name, make_synthetic_ms
+    from gridlrt.worker.synthetic_ms import SyntheticMSSpec, make_synthetic_ms
 
     lta = store / "lta"
     lta.mkdir(parents=True, exist_ok=True)
     tarballs: list[Path] = []
     made = 0
-    for subband in range(spec.first_subband, spec.first_subband + spec.subbands):
-        ms_name = lofar_ms_name(spec.obsid, subband)
-        tarball = lta / f"{ms_name}_{_archive_hash(ms_name)}.tar"
+    for subband, tarball in archive_tarballs(store, spec).items():
+        ms_name = tarball.name.rsplit("_", 1)[0]  # <name>.MS_<hash>.tar -> <name>.MS
         if not tarball.exists():
             ms_spec = SyntheticMSSpec(
                 obsid=spec.obsid,
@@ -145,6 +155,38 @@ def make_observation(store: Path, spec: DemoSpec) -> Observation:
     if not list_file.exists() or list_file.read_text() != text:
         list_file.write_text(text)
     return Observation(list_file=list_file, inputs=inputs, tarballs=tarballs, made=made)
+
+
+class DemoPlan(BaseModel):
+    """What :func:`run_demo` would do now (``gridlrt demo --dry-run``)."""
+
+    workdir: Path
+    tarballs_to_make: int
+    tokens_to_create: list[str]
+    tokens_to_process: int = Field(description="todo or error now, or not created yet")
+    pilots: int
+    pool_state: str = Field(default="", description="why the pool could not be read, if so")
+
+
+def plan_demo(pool: TokenPool, spec: DemoSpec, workdir: Path) -> DemoPlan:
+    """Look, change nothing: which tarballs, tokens and pilots a run would make."""
+    tarballs = archive_tarballs(workdir, spec)
+    tokens = make_tokens([p.resolve().as_uri() for p in tarballs.values()], step=spec.step)
+    try:
+        existing = {t.id: t for t in pool.tokens(step=spec.step)}
+        pool_state = ""
+    except PoolUnavailable as exc:  # e.g. the embedded pool is made by the first run
+        existing, pool_state = {}, str(exc)
+    waiting = (TokenStatus.TODO, TokenStatus.ERROR)
+    to_process = [t.id for t in tokens if t.id not in existing or existing[t.id].status in waiting]
+    return DemoPlan(
+        workdir=workdir,
+        tarballs_to_make=sum(1 for p in tarballs.values() if not p.exists()),
+        tokens_to_create=[t.id for t in tokens if t.id not in existing],
+        tokens_to_process=len(to_process),
+        pilots=min(spec.pilots, len(to_process)),
+        pool_state=pool_state,
+    )
 
 
 def demo_tokens(pool: TokenPool, step: str, ids: Iterable[str]) -> list[Token]:

@@ -100,3 +100,28 @@ def test_status_watch_during_the_demo_shows_progress_moving(tmp_path: Path) -> N
     done = [json.loads(line)["steps"][0]["done"] for line in watch.stdout.splitlines()]
     assert done == sorted(done) and done[-1] == 6, done
     assert len(set(done)) >= 2, f"no progress seen between frames: {done}"
+
+
+def test_demo_dry_run_changes_nothing_and_bad_options_are_one_line(tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    dry = gridlrt(env, "demo", "--subbands", "3", "--dry-run")
+    assert "would make 3 of 3 archive tarballs" in dry.stdout
+    assert "create 3 flag-average token(s)" in dry.stdout and "start 2 local pilot(s)" in dry.stdout
+    assert not (tmp_path / "xdg-data").exists()  # no data, no pool, no run directory
+
+    gridlrt(env, "demo", "--subbands", "2")
+    planned = json.loads(gridlrt(env, "demo", "--subbands", "3", "--dry-run", "--json").stdout)
+    assert planned["tarballs_to_make"] == 1 and planned["tokens_to_create"] == [
+        "flag-average_L700700_SB102"
+    ]
+    assert planned["tokens_to_process"] == 1 and planned["pilots"] == 1
+
+    for args, expected in [
+        (("demo", "--subbands", "0"), "--subbands"),
+        (("submit", "-b", "local", "--step", "x", "-n", "1", "--walltime", "0", "--dry-run"),
+         "walltime: Input should be greater than 0"),
+        (("submit", "-b", "nope", "--step", "x"), "unknown backend 'nope'"),
+    ]:  # fmt: skip
+        bad = gridlrt(env, *args, check=False)
+        assert bad.returncode != 0 and expected in bad.stderr, bad.stderr
+        assert "Traceback" not in bad.stderr

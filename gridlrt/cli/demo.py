@@ -10,15 +10,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from gridlrt.cli.common import PoolOption, console, err_console, settings
-from gridlrt.demo import DemoResult, DemoSpec, default_workdir, run_demo
+from gridlrt.demo import DemoResult, DemoSpec, default_workdir, plan_demo, run_demo
 from gridlrt.durations import format_duration
 from gridlrt.tokens import open_pool
 
 
 def demo_command(
     ctx: typer.Context,
-    subbands: Annotated[int, typer.Option("--subbands", help="Subbands in the observation.")] = 8,
-    pilots: Annotated[int, typer.Option("--pilots", help="Local pilots to start.")] = 2,
+    subbands: Annotated[
+        int, typer.Option("--subbands", min=1, max=244, help="Subbands in the observation.")
+    ] = 8,
+    pilots: Annotated[
+        int, typer.Option("--pilots", min=1, max=64, help="Local pilots to start.")
+    ] = 2,
     step: Annotated[
         str, typer.Option("--step", help="Step to run: flag-average, average (built in).")
     ] = "flag-average",
@@ -33,6 +37,10 @@ def demo_command(
     ] = None,
     pool: PoolOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Say what would be made and started; change nothing."),
+    ] = False,
 ) -> None:
     """Run the main job end to end on this machine, with nothing to start by hand.
 
@@ -47,6 +55,23 @@ def demo_command(
     chosen = settings(ctx, pool)
     spec = DemoSpec(subbands=subbands, pilots=pilots, step=step)
     where = (workdir or default_workdir()).expanduser().absolute()
+    if dry_run:
+        with open_pool(chosen) as opened:
+            planned = plan_demo(opened, spec, where)
+        if as_json:
+            typer.echo(planned.model_dump_json(indent=2))
+            return
+        console.print(
+            f"would make {planned.tarballs_to_make} of {spec.subbands} archive tarballs in "
+            f"{where / 'lta'}, create {len(planned.tokens_to_create)} {spec.step} token(s) in "
+            f"{chosen.pool}, and start {planned.pilots} local pilot(s) for "
+            f"{planned.tokens_to_process} token(s) to process"
+            + (f" (the pool is made then: {planned.pool_state})" if planned.pool_state else "")
+            + "; dry run: nothing changed",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
     err_console.print(
         f"gridlrt demo: L{spec.obsid}, {spec.subbands} subbands, step {spec.step}, "
         f"{spec.pilots} local pilot(s); pool {chosen.pool}",
