@@ -347,6 +347,12 @@ def jobs_status(
 
     Finished submissions are not asked again. A job the backend has forgotten keeps its last
     known state; local pilots can only be seen from the machine that started them.
+
+    Examples:
+
+        gridlrt jobs status
+        gridlrt jobs status 20261121T101121Z-slurm-average-ab12 --jobs
+        gridlrt jobs status --json
     """
     with open_pool(settings(ctx, pool)) as opened:
         records = [get_record(opened, record_id)] if record_id else job_records(opened)
@@ -392,6 +398,8 @@ def jobs_cancel(
     Pilots get SIGTERM (Slurm, local) or are killed by the grid; a pilot that is told to stop
     puts its current token back to todo. Tokens of pilots killed hard are recovered with
     gridlrt tokens recover.
+
+    Example: gridlrt jobs cancel 20261121T101121Z-slurm-average-ab12 --dry-run
     """
     with open_pool(settings(ctx, pool)) as opened:
         record = refresh(opened, get_record(opened, record_id))
