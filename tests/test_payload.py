@@ -94,3 +94,79 @@ def test_strict_templates() -> None:
             render(bad, fields)
     with pytest.raises(InputError, match="literal braces"):
         render("steps=[avg] {", fields)
+
+
+# A payload whose tree leaves its process group and session: a setsid'd grandchild that
+# keeps appending to a file, plus an ordinary background child.
+ESCAPER = (
+    "setsid sh -c 'echo pid=$$; while true; do echo tick >> out.txt; sleep 0.05; done' & "
+    "sleep 300 & echo pid=$!; echo started; wait"
+)
+
+
+def _wait_for_pids(log: Path, n: int) -> list[int]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if log.exists() and len(pids := children_pids(log)) >= n:
+            return pids
+        time.sleep(0.05)
+    raise AssertionError(f"payload did not start {n} children: {log.read_text()!r}")
+
+
+def test_stop_kills_a_setsid_grandchild(tmp_path: Path) -> None:
+    stop = threading.Event()
+    log = tmp_path / "log.txt"
+    threading.Timer(0.8, stop.set).start()
+    result = run_payload(["sh", "-c", ESCAPER], cwd=tmp_path, log_path=log, stop=stop, grace=2.0)
+    assert result.interrupted
+    pids = children_pids(log)
+    assert len(pids) == 2
+    assert not any(alive(pid) for pid in pids)
+    size = (tmp_path / "out.txt").stat().st_size
+    time.sleep(0.3)
+    assert (tmp_path / "out.txt").stat().st_size == size  # nobody writes any more
+
+
+def test_background_children_do_not_outlive_a_finished_payload(tmp_path: Path) -> None:
+    log = tmp_path / "log.txt"
+    result = run_payload(
+        ["sh", "-c", "setsid sleep 300 & echo pid=$!; sleep 300 & echo pid=$!; exit 0"],
+        cwd=tmp_path,
+        log_path=log,
+        grace=1.0,
+    )
+    assert result.exit_code == 0
+    assert not any(alive(pid) for pid in children_pids(log))
+
+
+@pytest.mark.parametrize("escaper", [True, False], ids=["setsid-grandchild", "plain-children"])
+def test_payload_dies_with_a_sigkilled_pilot(tmp_path: Path, escaper: bool) -> None:
+    """The pilot is SIGKILLed while its payload runs: the whole payload tree goes with it
+    (today's failure: the payload kept writing into the directory the retry used)."""
+    import signal
+    import subprocess
+    import sys
+
+    log = tmp_path / "log.txt"
+    script = ESCAPER if escaper else SPAWNER
+    pilot = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from gridlrt.worker.payload import run_payload;"
+            f"run_payload(['sh', '-c', sys.argv[1]], cwd=Path({str(tmp_path)!r}),"
+            f" log_path=Path({str(log)!r}))",
+            script,
+        ]
+    )
+    pids = _wait_for_pids(log, 2)
+    os.kill(pilot.pid, signal.SIGKILL)
+    pilot.wait()
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in pids if alive(pid)]
+    if escaper:
+        size = (tmp_path / "out.txt").stat().st_size
+        time.sleep(0.3)
+        assert (tmp_path / "out.txt").stat().st_size == size

@@ -1,9 +1,13 @@
 """Running a step's payload (DP3 or any command) as a well-behaved child.
 
-The payload runs in its own session and process group, with output to a log file. On timeout,
-or when the pilot is told to stop, the *whole group* gets SIGTERM, then SIGKILL after a grace
-period, so DP3 and anything it started go with it. The child starts with an empty signal mask
-(gfal2 contexts block signals in the pilot, and children would inherit that).
+The payload runs under a :mod:`~gridlrt.worker.shepherd` in its own session, with output to a
+log file. On timeout, or when the pilot is told to stop, the shepherd SIGTERMs the *whole tree*
+the payload started (even ``setsid``'d grandchildren), then SIGKILLs it after a grace period,
+so DP3 and anything it started go with it. If the pilot dies (even by SIGKILL) the shepherd
+notices at once (a pipe only the pilot holds reaches end-of-file) and kills the tree too: no
+payload outlives its pilot and writes into a directory a later attempt uses. The child starts
+with an empty signal mask (gfal2 contexts block signals in the pilot, and children would
+inherit that).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -65,6 +70,9 @@ def kill_group(pgid: int, grace: float, proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.02)
 
 
+SHEPHERD = Path(__file__).with_name("shepherd.py")
+
+
 def run_payload(
     argv: Sequence[str],
     *,
@@ -75,39 +83,58 @@ def run_payload(
     grace: float = 10.0,
     stop: threading.Event | None = None,
 ) -> PayloadResult:
-    """Run ``argv`` (never through a shell) and wait for it, the timeout, or ``stop``."""
+    """Run ``argv`` (never through a shell) under a shepherd and wait for it, the timeout, or
+    ``stop``; returns only when nothing the payload started is left running."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with log_path.open("ab") as out:
-        out.write(f"$ {' '.join(argv)}\n".encode())
-        out.flush()
-        proc = subprocess.Popen(  # noqa: S603 - argv list from a validated step
-            list(argv),
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_child_setup,  # only resets the signal mask
-        )
-    timed_out = interrupted = False
-    while True:
-        try:
-            proc.wait(0.1)  # returns the moment the payload exits
-            break
-        except subprocess.TimeoutExpired:
-            pass
-        if timeout is not None and time.monotonic() - started > timeout:
-            log.warning("payload exceeded %.0f s; killing its process group", timeout)
-            timed_out = True
-        elif stop is not None and stop.is_set():
-            log.warning("pilot stopping; killing the payload's process group")
-            interrupted = True
-        if timed_out or interrupted:
-            kill_group(proc.pid, grace, proc)
-            break
-    code = proc.wait()
+    lifeline, keep = os.pipe()  # the shepherd reads ``lifeline``; only this process has ``keep``
+    try:
+        with log_path.open("ab") as out:
+            out.write(f"$ {' '.join(argv)}\n".encode())
+            out.flush()
+            proc = subprocess.Popen(  # noqa: S603 - argv list from a validated step
+                [
+                    sys.executable,
+                    "-I",
+                    "-S",
+                    str(SHEPHERD),
+                    str(lifeline),
+                    str(grace),
+                    "--",
+                    *list(argv),
+                ],
+                cwd=cwd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                pass_fds=(lifeline,),
+                preexec_fn=_child_setup,  # only resets the signal mask
+            )
+        os.close(lifeline)
+        lifeline = -1
+        timed_out = interrupted = False
+        while True:
+            try:
+                proc.wait(0.1)  # returns the moment the payload exits
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if timeout is not None and time.monotonic() - started > timeout:
+                log.warning("payload exceeded %.0f s; killing everything it started", timeout)
+                timed_out = True
+            elif stop is not None and stop.is_set():
+                log.warning("pilot stopping; killing everything the payload started")
+                interrupted = True
+            if timed_out or interrupted:
+                _stop_shepherd(proc, grace)
+                break
+        code = proc.wait()
+    finally:
+        if lifeline >= 0:
+            os.close(lifeline)
+        os.close(keep)
     return PayloadResult(
         exit_code=code,
         duration_s=time.monotonic() - started,
@@ -115,6 +142,18 @@ def run_payload(
         interrupted=interrupted,
         log=log_path,
     )
+
+
+def _stop_shepherd(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM the shepherd (it takes the payload's tree down within ``grace`` + a few s);
+    should it hang, SIGKILL its group (the payload then dies by its death signal)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace + 15.0)
+    except subprocess.TimeoutExpired:
+        log.error("the payload's shepherd did not stop; killing its process group")
+        kill_group(proc.pid, 0.0, proc)
 
 
 def log_tail(path: Path, lines: int = 50, max_bytes: int = 64_000) -> str:
