@@ -157,7 +157,7 @@ def test_a_pilot_that_lost_its_token_cannot_touch_it(pool: TokenPool) -> None:
     pool.create(subbands(1))
     token = pool.claim(ANN)
     assert token is not None
-    assert pool.recover(stale_after=-1) == [token.id]  # everything counts as stale
+    assert pool.recover(stale_after=60, now=time.time() + 120) == [token.id]
     reclaimed = pool.claim(BOB)
     assert reclaimed is not None and reclaimed.id == token.id
     for act in (
@@ -300,10 +300,11 @@ def test_malformed_documents_are_reported_and_skipped(pool: TokenPool) -> None:
     pool.create(subbands(1))
     token = pool.claim(ANN)
     assert token is not None and token.id == subbands(1)[0].id
-    assert "broken" in pool.malformed.reasons
-    assert "attempts" in pool.malformed.reasons["broken"]
     assert pool.claim(ANN) is None
     assert [t.id for t in pool.tokens()] == [token.id]
+    assert "broken" in pool.malformed.reasons
+    assert "attempts" in pool.malformed.reasons["broken"]
+    assert "attempts" in pool.overview().malformed["broken"]  # counted nowhere, but named
     with pytest.raises(MalformedToken, match="broken is not a valid token"):
         pool.get("broken")
 
