@@ -113,6 +113,7 @@ class Snapshot(BaseModel):
     stale_pilots: int
     hint: str | None  # advice when pilots look lost
     malformed: int = 0  # documents the pool skipped as not valid tokens
+    malformed_docs: dict[str, str] = {}  # their ids, with why each is not a valid token
 
     def step(self, name: str) -> StepSnapshot:
         """The snapshot of one step; KeyError when it has no tokens."""
@@ -278,7 +279,7 @@ def assemble(
     stale_after: float = DEFAULT_STALE_AFTER,
     step: str | None = None,
     pool_url: str = "",
-    malformed: int = 0,
+    malformed: int | dict[str, str] = 0,
 ) -> Snapshot:
     """A snapshot from counts, active tokens, per-step throughput and failing rows."""
     names = [step] if step is not None else sorted(overview.counts)
@@ -325,7 +326,8 @@ def assemble(
         finished=all(s.remaining == 0 for s in steps),
         stale_pilots=stale,
         hint=stale_hint(stale, stale_after),
-        malformed=malformed,
+        malformed=malformed if isinstance(malformed, int) else len(malformed),
+        malformed_docs={} if isinstance(malformed, int) else malformed,
     )
 
 
@@ -440,7 +442,9 @@ class Monitor:
             stale_after=self.stale_after,
             step=self.step,
             pool_url=self.pool.url,
-            malformed=len(self.pool.malformed.reasons),
+            # the pool's (not only this snapshot's): a document skipped while listing done or
+            # error tokens stays reported while that listing is reused
+            malformed={**overview.malformed, **self.pool.malformed.reasons},
         )
 
     def _read(

@@ -208,6 +208,8 @@ def render(snap: Snapshot, max_pilots: int = 20) -> RenderableType:
     ]
     if not snap.steps:
         parts.append(Text("no tokens in this pool"))
+        if snap.malformed:
+            parts.append(malformed_text(snap.malformed_docs, snap.malformed))
         return Group(*parts)
     parts.append(_steps_table(snap))
     failing = [row for s in snap.steps for row in s.failing]
@@ -219,12 +221,23 @@ def render(snap: Snapshot, max_pilots: int = 20) -> RenderableType:
     if snap.hint:
         parts.append(Text.from_markup(f"[bold yellow]![/] {snap.hint}"))
     if snap.malformed:
-        parts.append(
-            Text(f"skipped {snap.malformed} document(s) that are not valid tokens", "yellow")
-        )
+        parts.append(malformed_text(snap.malformed_docs, snap.malformed))
     if snap.finished:
         parts.append(Text("nothing left to do: no token is todo or active", "green"))
     return Group(*parts)
+
+
+def malformed_text(reasons: dict[str, str], count: int | None = None, shown: int = 5) -> Text:
+    """One line per skipped document (the first ``shown``): they are counted nowhere else."""
+    total = len(reasons) if count is None else count
+    lines = [
+        f"skipped {total} document(s) that are not valid tokens "
+        "(fix or delete them; `gridlrt tokens show ID` prints one):"
+    ]
+    lines += [f"  {doc_id}: {why}" for doc_id, why in list(reasons.items())[:shown]]
+    if total > shown:
+        lines.append(f"  ... and {total - shown} more")
+    return Text("\n".join(lines), "yellow")
 
 
 def _counts_text(step: StepSnapshot) -> Text:

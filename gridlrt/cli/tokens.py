@@ -13,7 +13,7 @@ from rich.table import Table
 
 from gridlrt.cli.common import PoolOption, console, err_console, settings
 from gridlrt.durations import format_duration, parse_duration
-from gridlrt.errors import InputError
+from gridlrt.errors import InputError, MalformedToken
 from gridlrt.tokens import Token, TokenPool, TokenStatus, open_pool
 from gridlrt.tokens.create import make_tokens, parse_fields, read_inputs
 
@@ -44,13 +44,25 @@ def _open(ctx: typer.Context, pool: str | None) -> TokenPool:
     return open_pool(settings(ctx, pool))
 
 
-def _warn_malformed(pool: TokenPool) -> None:
-    reasons = pool.malformed.reasons
-    if reasons:
-        shown = ", ".join(list(reasons)[:5]) + (" ..." if len(reasons) > 5 else "")
-        err_console.print(
-            f"[yellow]warning:[/] skipped {len(reasons)} malformed document(s): {shown}"
-        )
+def _malformed(pool: TokenPool, found: dict[str, str] | None = None) -> dict[str, str]:
+    """Documents that are not valid tokens: those ``found`` (an overview's) and those the pool
+    skipped on the way."""
+    return {**(found or {}), **pool.malformed.reasons}
+
+
+def _warn_malformed(reasons: dict[str, str], shown: int = 5) -> None:
+    """Say on stderr which documents were skipped and why (they are counted nowhere)."""
+    if not reasons:
+        return
+    err_console.print(
+        f"[yellow]warning:[/] skipped {len(reasons)} document(s) that are not valid tokens "
+        "(fix or delete them; `gridlrt tokens show ID` prints one):",
+        highlight=False,
+    )
+    for doc_id, why in list(reasons.items())[:shown]:
+        err_console.print(f"  {doc_id}: {why}", markup=False, highlight=False)
+    if len(reasons) > shown:
+        err_console.print(f"  ... and {len(reasons) - shown} more", highlight=False)
 
 
 def _status(text: str | None) -> TokenStatus | None:
@@ -157,12 +169,19 @@ def status(
     pool: PoolOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Counts per step and status, with a progress bar per step."""
+    """Counts per step and status, with a progress bar per step. Documents that are not valid
+    tokens are counted nowhere: they are listed on stderr (and under "_malformed" with --json,
+    id: why)."""
     with _open(ctx, pool) as opened:
         overview = opened.overview()
+        malformed = _malformed(opened, overview.malformed)
     steps = [step] if step else sorted(overview.counts)
+    _warn_malformed(malformed)
     if as_json:
-        typer.echo(json.dumps({s: overview.by_status(s) for s in steps}, indent=2))
+        data: dict[str, object] = {s: overview.by_status(s) for s in steps}
+        if malformed:
+            data["_malformed"] = malformed
+        typer.echo(json.dumps(data, indent=2))
         return
     if not steps or overview.total(step=step) == 0:
         console.print(f"no tokens{f' for step {step!r}' if step else ''} in {opened.url}")
@@ -216,7 +235,8 @@ def list_tokens(
     pool: PoolOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Tokens with their status, host, attempts, last heartbeat and first error line."""
+    """Tokens with their status, host, attempts, last heartbeat and first error line.
+    Documents in the pool that are not valid tokens are skipped and listed on stderr."""
     wanted = _status(status_)
     with _open(ctx, pool) as opened:
         tokens = []
@@ -224,7 +244,7 @@ def list_tokens(
             tokens.append(token)
             if limit and len(tokens) >= limit:
                 break
-        _warn_malformed(opened)
+        _warn_malformed(_malformed(opened, opened.overview().malformed))
     if as_json:
         typer.echo(json.dumps([t.to_doc() for t in tokens], indent=2))
         return
@@ -250,9 +270,15 @@ def show(
     as_json: JsonOption = False,
     tail: Annotated[int, typer.Option("--tail", help="Log lines to show.")] = 20,
 ) -> None:
-    """One token: its fields, every attempt, errors with the log tail, attachments."""
+    """One token: its fields, every attempt, errors with the log tail, attachments. A document
+    that is not a valid token is printed as it is (JSON), with why on stderr."""
     with _open(ctx, pool) as opened:
-        token = opened.get(token_id)
+        try:
+            token = opened.get(token_id)
+        except MalformedToken as err:
+            err_console.print(f"[yellow]warning:[/] {err}", markup=True, highlight=False)
+            typer.echo(json.dumps(opened.document(token_id), indent=2))
+            return
         names = opened.attachment_names(token_id)
     if as_json:
         typer.echo(json.dumps(token.to_doc(), indent=2))
@@ -330,14 +356,32 @@ def recover(
     max_scrubs: Annotated[
         int, typer.Option("--max-scrubs", help="After this many losses a token goes to error.")
     ] = 3,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Recover even with a --stale-after shorter than 3x the heartbeat interval "
+            "the pilots recorded in their tokens (live pilots may lose their tokens).",
+        ),
+    ] = False,
     pool: PoolOption = None,
     dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Give back tokens held by pilots that stopped sending heartbeats (killed, node lost):
-    they return to todo, or to error once lost --max-scrubs times."""
+    they return to todo, or to error once lost --max-scrubs times. A --stale-after shorter
+    than 3x the pilots' heartbeat interval (recorded in their tokens) is refused unless
+    --force. Documents that are not valid tokens are skipped and listed on stderr."""
     seconds = parse_duration(stale_after)
     with _open(ctx, pool) as opened:
-        ids = opened.recover(seconds, max_scrubs=max_scrubs, dry_run=dry_run)
+        ids = opened.recover(seconds, max_scrubs=max_scrubs, dry_run=dry_run, force=force)
+        malformed = _malformed(opened)
+    _warn_malformed(malformed)
+    if as_json:
+        typer.echo(
+            json.dumps({"recovered": ids, "dry_run": dry_run, "malformed": malformed}, indent=2)
+        )
+        return
     verb = "would recover" if dry_run else "recovered"
     console.print(
         f"{verb} {len(ids)} token(s) silent for more than {format_duration(seconds)}"

@@ -312,10 +312,31 @@ class CouchDBPool(TokenPool):
 
     def overview(self) -> Overview:
         counts: dict[str, dict[str, int]] = {}
+        statuses = {s.value for s in TokenStatus}
+        suspects: list[Any] = []
         for row in self._view("gridlrt_status", group_level=2):
-            status, step = row["key"]
-            counts.setdefault(step, {})[status] = row["value"]
-        return Overview(counts=counts)
+            key = row["key"]
+            status, step = (*key, None, None)[:2] if isinstance(key, list) else (None, None)
+            if status in statuses and isinstance(step, str) and step:
+                counts.setdefault(step, {})[status] = row["value"]
+            else:  # "malformed", or garbage a design document older than gridlrt's let through
+                suspects.append(key)
+        malformed: dict[str, str] = {}
+        for key in suspects:  # read them one by one: counted if valid after all, else reported
+            for row in self._view(
+                "gridlrt_status",
+                reduce="false",
+                include_docs="true",
+                startkey=key,
+                endkey=[*key, {}] if isinstance(key, list) else key,
+            ):
+                token = parse_token(row.get("doc"), self.malformed, row["id"])
+                if token is None:
+                    malformed[row["id"]] = self.malformed.reasons[row["id"]]
+                else:
+                    step_counts = counts.setdefault(token.step, {})
+                    step_counts[token.status.value] = step_counts.get(token.status.value, 0) + 1
+        return Overview(counts=counts, malformed=malformed)
 
     def _stale_ids(self, before: float) -> list[str]:
         return [r["id"] for r in self._view("gridlrt_heartbeat", endkey=before)]

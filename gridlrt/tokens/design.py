@@ -10,10 +10,17 @@ All views live in one design document so CouchDB indexes them in one pass.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import types
+import typing
+from typing import Any, Union
+
+from pydantic import BaseModel
+
+from gridlrt.tokens.model import Token
 
 DESIGN_ID = "_design/Monitor"
-DESIGN_VERSION = 1
+DESIGN_VERSION = 2
 
 _PICAS_VIEW = """function(doc) {
    if(doc.type == "token") {
@@ -47,6 +54,154 @@ _PICAS_OVERVIEW = """function(doc) {
    }
 }"""
 
+# --- the shape of a token, for views and queries that cannot run pydantic -----------------------
+#
+# A document of type token that is not a valid token (a field of the wrong type) must not reach
+# a view's keys as garbage (a number where a step name goes, NaN for a heartbeat): the views
+# classify it as "malformed" instead, and the SQLite pool runs the same check in SQL. The check
+# is derived from the Token model (a shallow mirror of pydantic's lax rules: a field may be
+# missing, else it must be of one of these JSON kinds; list items that are models are checked
+# one level deep). pydantic stays the judge: the pools parse what the check flags, and a
+# document the check lets through but pydantic refuses is still skipped and reported when read.
+
+Shape = dict[str, tuple[tuple[str, ...], bool, "Shape | None"]]  # field: (kinds, required, items)
+
+
+def _kinds(annotation: Any) -> tuple[tuple[str, ...], Shape | None] | None:
+    """JSON kinds a field accepts (None: anything), and the shape of its list items."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        kinds: list[str] = []
+        for arg in typing.get_args(annotation):
+            sub = _kinds(arg)
+            if sub is None:
+                return None
+            kinds.extend(k for k in sub[0] if k not in kinds)
+        return tuple(kinds), None
+    if annotation is type(None):
+        return ("null",), None
+    if annotation is bool or annotation is int:
+        return ("int",), None
+    if annotation is float:
+        return ("number",), None
+    if annotation is str:
+        return ("string",), None
+    if origin is list:
+        (item,) = typing.get_args(annotation) or (Any,)
+        items = _shape(item) if isinstance(item, type) and issubclass(item, BaseModel) else None
+        return ("array",), items
+    if origin is dict or annotation is dict:
+        return ("object",), None
+    return None  # Any, enums (status is derived from lock/done when garbage), ...
+
+
+def _shape(model: type[BaseModel]) -> Shape:
+    shape: Shape = {}
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        if key in ("_id", "_rev", "type", "status"):
+            continue
+        found = _kinds(info.annotation)
+        if found is not None:
+            kinds, items = found
+            if key == "step":  # None and "" mean the default step
+                kinds = (*kinds, "null")
+            shape[key] = (kinds, info.is_required(), items)
+    return shape
+
+
+TOKEN_SHAPE: Shape = _shape(Token)
+
+_SHAPE_JS = """
+  function kindOk(v, kinds) {
+    var t = v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v;
+    var num = kinds.indexOf('number') >= 0, int = kinds.indexOf('int') >= 0;
+    if (t == 'boolean') { return num || int; }
+    if (t == 'number') { return isFinite(v) && (num || (int && v % 1 == 0)); }
+    if (t == 'string') {
+      if (kinds.indexOf('string') >= 0) { return true; }
+      if (int && /^\\s*[-+]?\\d+(\\.0*)?\\s*$/.test(v)) { return true; }
+      return num && /^\\s*[-+]?(\\d+\\.?\\d*|\\.\\d+)([eE][-+]?\\d+)?\\s*$/.test(v);
+    }
+    return kinds.indexOf(t) >= 0;
+  }
+  function misfit(d, shape) {
+    for (var f in shape) {
+      var v = d[f], spec = shape[f];
+      if (v === undefined) { if (spec[1]) { return f + ': missing'; } continue; }
+      if (!kindOk(v, spec[0])) { return f + ': not ' + spec[0].join(' or '); }
+      if (spec[2] && Array.isArray(v)) {
+        for (var i = 0; i < v.length; i++) {
+          var item = v[i];
+          if (item === null || typeof item != 'object' || Array.isArray(item)) {
+            return f + '.' + i + ': not an object';
+          }
+          var inner = misfit(item, spec[2]);
+          if (inner) { return f + '.' + i + '.' + inner; }
+        }
+      }
+    }
+    return '';
+  }
+  var bad = misfit(doc, SHAPE);
+"""
+
+
+def _js_shape() -> str:
+    return _SHAPE_JS.replace("SHAPE", json.dumps(TOKEN_SHAPE, separators=(",", ":")))
+
+
+def _sql_kind(value: str, kind_of: str, kinds: tuple[str, ...]) -> str:
+    """SQL: is JSON value ``value`` (its json_type ``kind_of``) one of ``kinds``."""
+    text = f"trim({value})"
+    unsigned = f"ltrim({text}, '+-')"
+    tests = []
+    if "int" in kinds or "number" in kinds:
+        tests.append(f"{kind_of} IN ('integer', 'true', 'false')")
+    if "number" in kinds:
+        tests.append(f"({kind_of} = 'real' AND abs({value}) <= 1.7976931348623157e308)")
+        tests.append(
+            f"({kind_of} = 'text' AND {unsigned} GLOB '*[0-9]*' "
+            f"AND {unsigned} NOT GLOB '*[^0-9eE.+-]*' AND {unsigned} GLOB '[0-9.]*')"
+        )
+    elif "int" in kinds:
+        tests.append(f"({kind_of} = 'real' AND {value} = CAST({value} AS INTEGER))")
+        tests.append(
+            f"({kind_of} = 'text' AND {unsigned} GLOB '[0-9]*' "
+            f"AND rtrim({unsigned}, '0') NOT GLOB '*[^0-9]*.*' "
+            f"AND rtrim(rtrim({unsigned}, '0'), '.') NOT GLOB '*[^0-9]*')"
+        )
+    named = {"string": "text", "null": "null", "array": "array", "object": "object"}
+    chosen = [named[k] for k in kinds if k in named]
+    if chosen:
+        tests.append(f"{kind_of} IN ({', '.join(repr(k) for k in chosen)})")
+    return "(" + " OR ".join(tests) + ")"
+
+
+def sql_misfit(doc: str = "doc", shape: Shape | None = None, depth: int = 0) -> str:
+    """An SQL expression, true when the JSON object in column ``doc`` does not fit ``shape``
+    (the token's by default). ``doc`` must hold a valid JSON object (check json_valid first)."""
+    shape = TOKEN_SHAPE if shape is None else shape
+    wrong = []
+    for field_, (kinds, required, items) in shape.items():
+        path = "'$.\"" + field_ + "\"'"
+        kind_of = f"json_type({doc}, {path})"
+        value = f"json_extract({doc}, {path})"
+        fits = _sql_kind(value, kind_of, kinds)
+        missing = "0" if not required else "1"
+        wrong.append(
+            f"(CASE WHEN {kind_of} IS NULL THEN {missing} ELSE NOT coalesce({fits}, 0) END)"
+        )
+        if items:
+            each = f"e{depth}"
+            inner = sql_misfit(f"{each}.value", items, depth + 1)
+            wrong.append(
+                f"({kind_of} = 'array' AND EXISTS (SELECT 1 FROM json_each({doc}, {path}) AS "
+                f"{each} WHERE {each}.type != 'object' OR {inner}))"
+            )
+    return "(" + " OR ".join(wrong) + ")"
+
+
 # The same rules as gridlrt.tokens.model (picas_state + the active statuses); tested to agree.
 _STATUS_JS = """
   var lock = Number(doc.lock || 0), done = Number(doc.done || 0), s;
@@ -56,36 +211,50 @@ _STATUS_JS = """
   }
   else if (lock > 0 && done > 0 && parseInt(doc.exit_code) == 0) { s = 'done'; }
   else { s = 'error'; }
-  var step = doc.step || 'default';
+  var step = typeof doc.step == 'string' && doc.step ? doc.step : 'default';
+  var active = ['locked', 'downloading', 'running', 'uploading'];
 """
 
 
 def _gridlrt_view(body: str) -> str:
-    return "function(doc) {\n  if (doc.type != 'token') { return; }" + _STATUS_JS + body + "\n}"
+    return (
+        "function(doc) {\n  if (doc.type != 'token') { return; }"
+        + _SHAPE_JS_FILLED
+        + _STATUS_JS
+        + body
+        + "\n}"
+    )
+
+
+_SHAPE_JS_FILLED = _js_shape()
 
 
 GRIDLRT_VIEWS: dict[str, dict[str, str]] = {
     # claim order within a step: priority (high first), then age, then id
     "gridlrt_todo": {
         "map": _gridlrt_view(
-            "  if (s == 'todo') { emit([step, -(doc.priority || 0), doc.created || 0], null); }"
+            "  if (!bad && s == 'todo') {\n"
+            "    emit([step, -Number(doc.priority || 0), Number(doc.created || 0)], null);\n  }"
         )
     },
     "gridlrt_todo_any": {
         "map": _gridlrt_view(
-            "  if (s == 'todo') { emit([-(doc.priority || 0), doc.created || 0], null); }"
+            "  if (!bad && s == 'todo') {\n"
+            "    emit([-Number(doc.priority || 0), Number(doc.created || 0)], null);\n  }"
         )
     },
-    # listing by status (and step); reduce with group_level=2 gives the overview
+    # listing by status (and step); reduce with group_level=2 gives the overview. A malformed
+    # document is listed under status "malformed", with the reason as its value.
     "gridlrt_status": {
-        "map": _gridlrt_view("  emit([s, step, doc._id], null);"),
+        "map": _gridlrt_view("  emit([bad ? 'malformed' : s, step, doc._id], bad || null);"),
         "reduce": "_count",
     },
-    # active tokens by last sign of life, for recovering lost pilots
+    # active tokens by last sign of life, for recovering lost pilots; a malformed document
+    # that looks active comes first (key 0), so that recover reports it
     "gridlrt_heartbeat": {
         "map": _gridlrt_view(
-            "  if (s == 'locked' || s == 'downloading' || s == 'running' || s == 'uploading') {\n"
-            "    emit(Math.max(Number(doc.heartbeat || 0), lock), null);\n  }"
+            "  if (active.indexOf(s) >= 0 || (bad && active.indexOf(doc.status) >= 0)) {\n"
+            "    emit(bad ? 0 : Math.max(Number(doc.heartbeat || 0), lock), null);\n  }"
         )
     },
 }

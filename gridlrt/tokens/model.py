@@ -92,6 +92,7 @@ class Attempt(BaseModel):
     exit_code: int | None = None
     outcome: str | None = None  # done, error, released, lost, reset
     timings: dict[str, float] = Field(default_factory=dict)
+    heartbeat_interval: float | None = None  # the pilot's, seconds (recover's guard)
 
 
 class UploadResult(BaseModel):
@@ -110,6 +111,7 @@ class PilotInfo(BaseModel):
     pilot: str
     host: str
     job_id: str | None = None
+    heartbeat_interval: float | None = None  # seconds between the pilot's heartbeats
 
 
 class Token(BaseModel):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -25,13 +26,17 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from gridlrt.errors import MalformedToken
+from gridlrt.durations import format_duration
+from gridlrt.errors import InputError, MalformedToken, TokenNotFound
 from gridlrt.tokens import transitions
 from gridlrt.tokens.model import ACTIVE, PilotInfo, Token, TokenStatus, UploadResult
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SCRUBS = 3
+# recover refuses a --stale-after shorter than this many heartbeat intervals of a pilot that
+# holds a token (unless forced): a live pilot may just be between two heartbeats
+SAFE_HEARTBEATS = 3
 
 
 class CreateResult(BaseModel):
@@ -40,9 +45,11 @@ class CreateResult(BaseModel):
 
 
 class Overview(BaseModel):
-    """Token counts per step and status."""
+    """Token counts per step and status, and the documents of type token that are not valid
+    tokens (id: why), which are counted nowhere."""
 
     counts: dict[str, dict[str, int]] = {}
+    malformed: dict[str, str] = {}
 
     def total(self, status: TokenStatus | None = None, step: str | None = None) -> int:
         steps = [step] if step is not None else list(self.counts)
@@ -71,7 +78,7 @@ class Malformed:
 
     def report(self, doc_id: str, exc: Exception) -> None:
         reason = (
-            str(exc).splitlines()[0]
+            (str(exc).splitlines() or [type(exc).__name__])[0]
             if not isinstance(exc, ValidationError)
             else (
                 "; ".join(
@@ -80,18 +87,50 @@ class Malformed:
                 )
             )
         )
+        self.note(doc_id, reason)
+
+    def note(self, doc_id: str, reason: str) -> None:
         if doc_id not in self.reasons:
             log.warning("skipping malformed token %s: %s", doc_id, reason)
         self.reasons[doc_id] = reason
 
 
-def parse_token(doc: dict[str, Any], malformed: Malformed) -> Token | None:
+def parse_token(doc: Any, malformed: Malformed, doc_id: str | None = None) -> Token | None:
     """A token from a document, or None (reported) when it is not a valid token."""
-    try:
-        return Token.from_doc(doc)
-    except (ValidationError, ValueError, TypeError) as exc:
-        malformed.report(str(doc.get("_id", "?")), exc)
+    if not isinstance(doc, dict):
+        malformed.note(doc_id or "?", "not a JSON object")
         return None
+    ident = doc_id or str(doc.get("_id", "?"))
+    try:
+        token = Token.from_doc(doc)
+    except (ValidationError, ValueError, TypeError) as exc:
+        malformed.report(ident, exc)
+        return None
+    problem = _not_finite(token)
+    if problem:
+        malformed.note(ident, f"{problem}: not a finite number")
+        return None
+    return token
+
+
+def _not_finite(token: Token) -> str | None:
+    """The first time field holding NaN or infinity (which no arithmetic on times survives)."""
+    fields: list[tuple[str, float | None]] = [
+        ("heartbeat", token.heartbeat),
+        ("created", token.created),
+    ]
+    for i, attempt in enumerate(token.attempts):
+        fields += [
+            (f"attempts.{i}.started", attempt.started),
+            (f"attempts.{i}.ended", attempt.ended),
+            (f"attempts.{i}.heartbeat_interval", attempt.heartbeat_interval),
+        ]
+        fields += [(f"attempts.{i}.timings.{k}", v) for k, v in attempt.timings.items()]
+    fields += [(f"error.{i}.time", e.time) for i, e in enumerate(token.error)]
+    for name, value in fields:
+        if value is not None and not math.isfinite(value):
+            return name
+    return None
 
 
 class TokenPool(ABC):
@@ -211,6 +250,10 @@ class TokenPool(ABC):
             )
         return token
 
+    def document(self, token_id: str) -> dict[str, Any]:
+        """The raw document, valid token or not (to show or repair a malformed one)."""
+        return self._get_doc(token_id)
+
     def tokens(self, status: TokenStatus | None = None, step: str | None = None) -> Iterator[Token]:
         """Valid tokens, optionally by status and step; malformed documents are skipped."""
         for doc in self._iter_docs(status, step):
@@ -288,25 +331,60 @@ class TokenPool(ABC):
         max_scrubs: int = DEFAULT_MAX_SCRUBS,
         dry_run: bool = False,
         now: float | None = None,
+        force: bool = False,
     ) -> list[str]:
         """Active tokens silent for ``stale_after`` seconds go back to todo (or to error once
-        they have been scrubbed ``max_scrubs`` times). Returns the ids (would be) recovered."""
+        they have been lost ``max_scrubs`` times). Returns the ids (would be) recovered.
+
+        Refuses (:class:`InputError`) a ``stale_after`` that is not positive, a ``max_scrubs``
+        below 1, and, unless ``force``, a ``stale_after`` shorter than
+        :data:`SAFE_HEARTBEATS` times the heartbeat interval a pilot holding a token recorded
+        in it: that would take tokens from live pilots and run their payloads twice.
+        Documents that are not valid tokens are skipped (see :attr:`malformed`)."""
+        if not stale_after > 0:
+            raise InputError(f"--stale-after must be longer than 0 s (got {stale_after:g} s)")
+        if max_scrubs < 1:
+            raise InputError(f"--max-scrubs must be 1 or more (got {max_scrubs})")
+        if not force:
+            self._check_stale_after(stale_after)
         moment = time.time() if now is None else now
         cutoff = moment - stale_after
-        ids = self._stale_ids(cutoff)
-        if dry_run:
-            return ids
+
+        def change(token: Token) -> Token:
+            if token.status not in ACTIVE or max(token.heartbeat, token.lock) >= cutoff:
+                raise _Unchanged
+            return transitions.recover(token, moment, max_scrubs, stale_after)
+
         done: list[str] = []
-        for token_id in ids:
-
-            def change(token: Token) -> Token:
-                if token.status not in ACTIVE or max(token.heartbeat, token.lock) >= cutoff:
-                    raise _Unchanged
-                return transitions.recover(token, moment, max_scrubs, stale_after)
-
-            if self._apply(token_id, change):
-                done.append(token_id)
+        for token_id in self._stale_ids(cutoff):
+            try:
+                if dry_run:
+                    change(self.get(token_id))
+                    done.append(token_id)
+                elif self._apply(token_id, change):
+                    done.append(token_id)
+            except (_Unchanged, MalformedToken, TokenNotFound):
+                continue  # moved on, not a valid token (reported), or deleted meanwhile
         return done
+
+    def _check_stale_after(self, stale_after: float) -> None:
+        """Refuse a ``stale_after`` a live pilot of an active token could exceed."""
+        widest: tuple[float, str] | None = None
+        for status in ACTIVE:
+            for token in self.tokens(status):
+                attempt = token.current_attempt
+                interval = attempt.heartbeat_interval if attempt else None
+                if interval and (widest is None or interval > widest[0]):
+                    widest = (interval, token.id)
+        if widest is not None and stale_after < SAFE_HEARTBEATS * widest[0]:
+            interval, token_id = widest
+            raise InputError(
+                f"--stale-after {format_duration(stale_after)} is shorter than "
+                f"{SAFE_HEARTBEATS}x the heartbeat interval ({format_duration(interval)}) "
+                f"recorded by the pilot of active token {token_id}: it would take tokens from "
+                f"live pilots; use --stale-after {format_duration(SAFE_HEARTBEATS * interval)} "
+                "or more, or --force"
+            )
 
     def reset(
         self,
@@ -333,7 +411,14 @@ class TokenPool(ABC):
             ]
         if dry_run:
             return chosen
-        return [i for i in chosen if self._apply(i, lambda t: transitions.reset(t, moment))]
+        done: list[str] = []
+        for token_id in chosen:
+            try:
+                if self._apply(token_id, lambda t: transitions.reset(t, moment)):
+                    done.append(token_id)
+            except MalformedToken:
+                continue  # reported in self.malformed
+        return done
 
     def _apply(self, token_id: str, change: Callable[[Token], Token]) -> bool:
         try:

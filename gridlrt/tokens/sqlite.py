@@ -16,13 +16,25 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from gridlrt.errors import PoolUnavailable, RecordNotFound, TokenNotFound
-from gridlrt.tokens import transitions
+from gridlrt.errors import MalformedToken, PoolUnavailable, RecordNotFound, TokenNotFound
+from gridlrt.tokens import design, transitions
 from gridlrt.tokens.model import ACTIVE, PilotInfo, Token, TokenStatus
 from gridlrt.tokens.pool import CreateResult, Overview, TokenPool, parse_token
 
 SCHEMA_VERSION = 1
 _ACTIVE = tuple(s.value for s in ACTIVE)
+_STATUSES = tuple(s.value for s in TokenStatus)
+# Rows the overview cannot count by their columns: a status no token has (a claim parks a
+# malformed document as "malformed"), a step that is not a name, or a document that is not a
+# JSON object of the token's shape (the check the CouchDB views make, see design.py). Such rows
+# are parsed one by one: counted if they are valid tokens after all, else reported.
+_SUSPECT = (
+    f"status NOT IN ({', '.join(repr(s) for s in _STATUSES)}) OR typeof(step) != 'text' "
+    "OR step = '' OR CASE WHEN NOT json_valid(doc) THEN 1 "
+    "WHEN json_type(doc) != 'object' THEN 1 "
+    "WHEN json_extract(doc, '$._id') IS NOT id THEN 1 "
+    f"ELSE {design.sql_misfit('doc')} END"
+)
 
 # Side records (job records, ...); also created on first use in pools made before they existed.
 RECORDS_SCHEMA = """
@@ -152,7 +164,31 @@ class SQLitePool(TokenPool):
         row = self._db.execute("SELECT doc FROM tokens WHERE id = ?", (token_id,)).fetchone()
         if row is None:
             raise TokenNotFound(f"no token {token_id!r} in {self.url}")
-        return self._with_attachments(token_id, json.loads(row[0]))
+        doc = self._load(token_id, row[0])
+        if doc is None:
+            raise MalformedToken(
+                f"document {token_id} is not a valid token: {self.malformed.reasons[token_id]}"
+            )
+        return self._with_attachments(token_id, doc)
+
+    def _load(self, row_id: str, text: Any) -> dict[str, Any] | None:
+        """The JSON object a row holds, or None (reported) when it holds none of this row."""
+        try:
+            doc = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            self.malformed.note(row_id, f"not JSON ({exc})")
+            return None
+        if not isinstance(doc, dict):
+            self.malformed.note(row_id, "not a JSON object")
+            return None
+        if doc.get("_id") != row_id:
+            self.malformed.note(row_id, f"_id: {doc.get('_id')!r} in the row of {row_id!r}")
+            return None
+        return doc
+
+    def _parse(self, row_id: str, text: Any) -> Token | None:
+        doc = self._load(row_id, text)
+        return None if doc is None else parse_token(doc, self.malformed, row_id)
 
     def _with_attachments(self, token_id: str, doc: dict[str, Any]) -> dict[str, Any]:
         names = self.attachment_names(token_id)
@@ -165,7 +201,12 @@ class SQLitePool(TokenPool):
             row = db.execute("SELECT doc FROM tokens WHERE id = ?", (token_id,)).fetchone()
             if row is None:
                 raise TokenNotFound(f"no token {token_id!r} in {self.url}")
-            new = change(Token.from_doc(json.loads(row[0])))
+            token = self._parse(token_id, row[0])
+            if token is None:
+                raise MalformedToken(
+                    f"document {token_id} is not a valid token: {self.malformed.reasons[token_id]}"
+                )
+            new = change(token)
             db.execute(
                 "UPDATE tokens SET status=?, step=?, priority=?, created=?, heartbeat=?, doc=? "
                 "WHERE id=?",
@@ -187,7 +228,7 @@ class SQLitePool(TokenPool):
                 ).fetchone()
                 if row is None:
                     return None
-                token = parse_token(json.loads(row[1]), self.malformed)
+                token = self._parse(row[0], row[1])
                 if token is None:  # reported; park it where claims do not look
                     db.execute("UPDATE tokens SET status = 'malformed' WHERE id = ?", (row[0],))
                     continue
@@ -219,22 +260,36 @@ class SQLitePool(TokenPool):
             ).fetchall()
             if not page:
                 return
-            for _token_id, doc in page:
-                yield json.loads(doc)
+            for token_id, text in page:
+                doc = self._load(token_id, text)
+                if doc is not None:
+                    yield doc
             last = page[-1][0]
 
     def overview(self) -> Overview:
         counts: dict[str, dict[str, int]] = {}
-        for step, status, n in self._db.execute(
-            "SELECT step, status, count(*) FROM tokens GROUP BY step, status"
+        malformed: dict[str, str] = {}
+        db = self._db
+        for step, status, n in db.execute(
+            f"SELECT step, status, count(*) FROM tokens WHERE NOT ({_SUSPECT}) "
+            "GROUP BY step, status"
         ):
             counts.setdefault(step, {})[status] = n
-        return Overview(counts=counts)
+        suspects = db.execute(f"SELECT id, doc FROM tokens WHERE {_SUSPECT}").fetchall()
+        for token_id, text in suspects:
+            token = self._parse(token_id, text)
+            if token is None:
+                malformed[token_id] = self.malformed.reasons[token_id]
+            else:
+                step_counts = counts.setdefault(token.step, {})
+                step_counts[token.status.value] = step_counts.get(token.status.value, 0) + 1
+        return Overview(counts=counts, malformed=malformed)
 
     def _stale_ids(self, before: float) -> list[str]:
         marks = ",".join("?" * len(_ACTIVE))
-        rows = self._db.execute(
-            f"SELECT id FROM tokens WHERE status IN ({marks}) AND heartbeat < ? ORDER BY id",
+        rows = self._db.execute(  # a heartbeat that is no number: stale (and reported)
+            f"SELECT id FROM tokens WHERE status IN ({marks}) AND (heartbeat < ? "
+            "OR typeof(heartbeat) NOT IN ('integer', 'real')) ORDER BY id",
             (*_ACTIVE, before),
         )
         return [r[0] for r in rows]

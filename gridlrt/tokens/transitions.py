@@ -49,7 +49,15 @@ def claim(token: Token, who: PilotInfo, now: float) -> Token:
     new.heartbeat = now
     new.exit_code = None
     new.progress = {}
-    new.attempts.append(Attempt(pilot=who.pilot, host=who.host, job_id=who.job_id, started=now))
+    new.attempts.append(
+        Attempt(
+            pilot=who.pilot,
+            host=who.host,
+            job_id=who.job_id,
+            started=now,
+            heartbeat_interval=who.heartbeat_interval,
+        )
+    )
     return new
 
 
