@@ -31,11 +31,17 @@ def read_key_value_file(path: Path, *, private: bool = True) -> dict[str, str]:
     try:
         if private:
             ensure_private(path)
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise CredentialsError(f"{path} does not exist") from exc
     except PermissionError as exc:
         raise CredentialsError(f"{path} is not readable by you") from exc
+    except UnicodeDecodeError:  # the message would quote the bytes: part of a secret
+        raise CredentialsError(
+            f"{path} is not UTF-8 text; write it again as UTF-8 key=value lines (value not shown)"
+        ) from None
+    except OSError as exc:
+        raise CredentialsError(f"{path} cannot be read ({exc.strerror})") from None
     values: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -51,11 +57,22 @@ def read_key_value_file(path: Path, *, private: bool = True) -> dict[str, str]:
 
 def couchdb_auth(settings: Settings) -> tuple[str, str] | None:
     """CouchDB credentials: ``GRIDLRT_POOL_USERNAME``/``_PASSWORD``, else the 0600
-    ``pool_credentials`` file, else user:password in the pool URL, else none (admin party)."""
+    ``pool_credentials`` file, else user:password in the pool URL, else none (admin party).
+
+    A file named by ``GRIDLRT_POOL_CREDENTIALS`` must exist: a typo there is an error, not
+    a silent fall-back to no credentials."""
     user = os.environ.get(f"{ENV_PREFIX}POOL_USERNAME")
     password = os.environ.get(f"{ENV_PREFIX}POOL_PASSWORD")
     if user and password:
         return user, password
+    env = f"{ENV_PREFIX}POOL_CREDENTIALS"
+    named = os.environ.get(env)
+    # a typo there must not mean "no credentials"
+    if named and Path(named) == settings.pool_credentials and not Path(named).exists():
+        raise CredentialsError(
+            f"{named} (from {env}) does not exist; create it with username=... and "
+            f"password=... lines (chmod 600), or unset {env}"
+        )
     if settings.pool_credentials.exists():
         values = read_key_value_file(settings.pool_credentials)
         if not values.get("username") or not values.get("password"):

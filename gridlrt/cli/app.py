@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 
 from gridlrt import __version__
 from gridlrt.cli.common import err_console
@@ -77,22 +78,57 @@ app.add_typer(jobs_app, name="jobs")
 app.command("status")(status_command)
 
 
+def _error(message: str, code: int) -> NoReturn:
+    """Print ``error: MESSAGE`` as one line on stderr and exit with ``code``."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def _interrupted() -> NoReturn:
+    err_console.print("[yellow]interrupted[/]", highlight=False)
+    sys.exit(130)
+
+
+#: click's ``ClickException`` (typer vendors click in newer versions, so it is found through
+#: typer's own ``BadParameter`` rather than imported from a package that may not be there).
+_CLICK_EXCEPTION: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
+
+
+def _usage_error(err: Exception) -> NoReturn:
+    """A command-line mistake (unknown option, missing value, value out of range): one line
+    with where to read more; ``gridlrt GROUP`` alone still shows the group's help."""
+    code = int(getattr(err, "exit_code", 2))
+    if type(err).__name__ == "NoArgsIsHelpError":
+        text = str(err.format_message())  # type: ignore[attr-defined]
+        if text.strip():  # typer with rich has printed the help already
+            typer.echo(text, err=True)
+        sys.exit(code)
+    message = " ".join(str(err.format_message()).split())  # type: ignore[attr-defined]
+    ctx = getattr(err, "ctx", None)
+    hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+    _error(message + hint, code)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: user errors become one line on stderr and exit 1."""
+    """Console-script entry point: user errors become one line on stderr and exit 1 (usage
+    errors 2); Ctrl-C prints ``interrupted`` and exits 130."""
     try:
-        app(args=argv, prog_name="gridlrt")
+        # Not standalone: typer would turn Ctrl-C into a silent exit 130 (newer versions) or
+        # "Aborted!" and exit 1 (older ones), and print usage errors as a box.
+        result = app(args=argv, prog_name="gridlrt", standalone_mode=False)
     except GridlrtError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-        sys.exit(err.exit_code)
+        _error(str(err), err.exit_code)
     except ValidationError as err:  # a value an option passed into a model: still one line
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or err.title
-        err_console.print(
-            f"[bold red]error:[/] {where}: {first['msg']} (got {first.get('input')!r})",
-            highlight=False,
-            soft_wrap=True,
-        )
-        sys.exit(1)
-    except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]")
-        sys.exit(130)
+        _error(f"{where}: {first['msg']} (got {first.get('input')!r})", 1)
+    except (KeyboardInterrupt, typer.Abort):
+        _interrupted()
+    except _CLICK_EXCEPTION as err:
+        _usage_error(err)
+    if isinstance(result, int) and result:  # typer.Exit(code), or Ctrl-C in newer typers
+        if result == 130:
+            _interrupted()
+        sys.exit(result)

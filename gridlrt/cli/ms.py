@@ -19,7 +19,9 @@ def info(
         Path, typer.Argument(help="Measurement set directory (e.g. L229507_SB100_uv.MS).")
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    history: Annotated[int, typer.Option("--history", help="History entries to show.")] = 5,
+    history: Annotated[
+        int, typer.Option("--history", min=0, help="History entries to show (0: none).")
+    ] = 5,
 ) -> None:
     """Observation id, UTC time range, stations and baselines, channels, bandwidth, central
     frequency, integration time, data columns (DATA, CORRECTED_DATA, MODEL_DATA) and

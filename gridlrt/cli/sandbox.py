@@ -21,6 +21,7 @@ from gridlrt.errors import InputError
 from gridlrt.sandbox import (
     build_sandbox,
     fetch_sandbox,
+    output_path,
     plan_fetch,
     plan_push,
     push_sandbox,
@@ -94,11 +95,12 @@ def build(
         Path, typer.Argument(metavar="DIR", help="The step directory.", show_default=False)
     ],
     output: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--output",
             "-o",
-            help="File to write, or an existing directory for ID.tar.gz. "
+            help="File to write (in an existing directory), or an existing directory for "
+            "ID.tar.gz (a trailing / says it is a directory). "
             "Default: ID.tar.gz in the current directory (ID: the sha256).",
             show_default=False,
         ),
@@ -119,9 +121,10 @@ def build(
     Example: ID=$(gridlrt sandbox build steps/average)
     Example: ID=$(gridlrt sandbox build steps/ --with-gridlrt -o pilot-sandboxes/)
     """  # fmt: skip
+    target = output_path(output)
     with ExitStack() as stack:
         extra = _with_bundle(stack, _extra(include), with_gridlrt)
-        sandbox = build_sandbox(directory, output, extra=extra)
+        sandbox = build_sandbox(directory, target, extra=extra)
     typer.echo(sandbox.id)
     err_console.print(
         f"wrote {sandbox.path} ({sandbox.files} files, {_human(sandbox.size)})",

@@ -15,8 +15,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from gridlrt.cli.common import console, err_console, settings
-from gridlrt.durations import parse_duration
+from gridlrt.cli.common import console, duration, err_console, settings
 from gridlrt.errors import CredentialsError, InputError, StagingError
 from gridlrt.staging import open_stager, service_url
 from gridlrt.staging.credentials import load_lta_credentials, requested_protocol
@@ -265,7 +264,9 @@ def submit_command(
     max_files: Annotated[
         int,
         typer.Option(
-            "--max-files", help="At most this many files per request (the LTA asks for ≤ 1,000)."
+            "--max-files",
+            min=1,
+            help="At most this many files per request (the LTA asks for ≤ 1,000).",
         ),
     ] = MAX_FILES_PER_REQUEST,
     wait: Annotated[
@@ -273,7 +274,8 @@ def submit_command(
         typer.Option("--wait", help="Wait until every request finished, with a progress bar."),
     ] = False,
     poll: Annotated[
-        str, typer.Option("--poll", help="While waiting, ask the stager this often.")
+        str,
+        typer.Option("--poll", help="While waiting, ask the stager this often (e.g. 30s, 5m)."),
     ] = "30s",
     timeout: Annotated[
         str | None,
@@ -299,11 +301,11 @@ def submit_command(
 
       gridlrt stage submit srm.txt --subbands 0..243..2 --wait --poll 1m
     """
+    poll_seconds = duration(poll, "--poll", example="30s")
+    timeout_seconds = duration(timeout, "--timeout", example="12h") if timeout else None
     surls = _read(file, subbands)
     store = RequestStore()
     plan = plan_requests(surls, max_files, in_flight=store.in_flight())
-    poll_seconds = parse_duration(poll)
-    timeout_seconds = parse_duration(timeout) if timeout else None
     if dry_run:
         chosen, where, note = _dry_run_target(ctx, protocol, stager_url)
         if as_json:

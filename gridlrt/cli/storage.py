@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -33,10 +34,10 @@ storage_app = typer.Typer(
 )
 
 RetriesOption = Annotated[
-    int, typer.Option("--retries", help="Extra attempts after a transient failure.")
+    int, typer.Option("--retries", min=0, help="Extra attempts after a transient failure.")
 ]
 TimeoutOption = Annotated[
-    float, typer.Option("--timeout", help="Seconds one file transfer may take.")
+    float, typer.Option("--timeout", help="Seconds one file transfer may take (more than 0).")
 ]
 DryRunOption = Annotated[
     bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")
@@ -48,6 +49,8 @@ def open_storage(
     retries: int = DEFAULT_RETRIES, timeout: float = DEFAULT_TRANSFER_TIMEOUT
 ) -> Storage:
     """The storage layer as the CLI uses it."""
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise InputError(f"--timeout {timeout}: give the seconds a transfer may take, e.g. 3600")
     return Storage(retries=retries, transfer_timeout=timeout)
 
 
@@ -97,7 +100,9 @@ def copy(
         list[str],
         typer.Argument(metavar="SRC... DST", help="Source URL(s) or paths, then the destination."),
     ],
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Transfers in flight at once.")] = 4,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, help="Transfers in flight at once.")
+    ] = 4,
     overwrite: Annotated[
         bool, typer.Option("--overwrite/--no-overwrite", help="Replace existing destinations.")
     ] = True,

@@ -13,8 +13,8 @@ import typer
 from rich.syntax import Syntax
 from rich.table import Table
 
-from gridlrt.cli.common import PoolOption, console, err_console, settings
-from gridlrt.durations import format_duration, parse_duration
+from gridlrt.cli.common import PoolOption, console, duration, err_console, settings
+from gridlrt.durations import format_duration
 from gridlrt.errors import GridlrtError, InputError
 from gridlrt.submit.model import JobRecord, JobState, Resources
 from gridlrt.submit.pilot_args import pilot_max_time
@@ -30,7 +30,9 @@ from gridlrt.submit.service import (
     refresh,
     submit,
 )
-from gridlrt.tokens import open_pool
+from gridlrt.tokens import TokenStatus, open_pool
+from gridlrt.worker.plan import validate_step
+from gridlrt.worker.steps import resolve_step
 
 jobs_app = typer.Typer(
     help="Pilot jobs started by gridlrt submit: their states (refreshed from the batch or "
@@ -111,7 +113,8 @@ def submit_command(
         ),
     ] = None,
     walltime: Annotated[
-        str, typer.Option("--walltime", help="Wall time per pilot job (e.g. 12h, 1d).")
+        str,
+        typer.Option("--walltime", help="Wall time per pilot job (e.g. 12h, 1d)."),
     ] = "12h",
     max_running: Annotated[
         int | None,
@@ -158,7 +161,9 @@ def submit_command(
     idle_timeout: Annotated[
         str | None,
         typer.Option(
-            "--idle-timeout", help="How long a pilot waits for new tokens.", show_default=False
+            "--idle-timeout",
+            help="How long a pilot waits for new tokens (e.g. 10m; 0s: stop at once).",
+            show_default=False,
         ),
     ] = None,
     output_root: Annotated[
@@ -219,7 +224,7 @@ def submit_command(
     """
     chosen = settings(ctx, pool)
     requested = parse_count(count)
-    seconds = parse_duration(walltime)
+    seconds = duration(walltime, "--walltime", zero=True, example="12h")  # 0: Resources refuses it
     submitter_options: dict[str, Any] = {}
     if backend in ("local", "slurm") and python:
         submitter_options["python"] = python
@@ -241,7 +246,8 @@ def submit_command(
     if max_tokens is not None:
         worker_args += ["--max-tokens", str(max_tokens)]
     if idle_timeout is not None:
-        worker_args += ["--idle-timeout", f"{parse_duration(idle_timeout):.0f}s"]
+        idle = duration(idle_timeout, "--idle-timeout", zero=True, example="10m")
+        worker_args += ["--idle-timeout", f"{idle:.0f}s"]
     root = output_root or chosen.storage_root
     if backend in GRID and root.startswith("file:"):
         raise InputError(
@@ -249,7 +255,11 @@ def submit_command(
             "or srm://... (or set storage_root) so results land on grid storage"
         )
     worker_args += ["--output-root", root]
+    config = resolve_step(step, steps_dir)  # before any pilot: a typo fails here, not on nodes
     with open_pool(chosen) as opened:
+        first = next(iter(opened.tokens(TokenStatus.TODO, step)), None)
+        if first is not None:
+            validate_step(config, first, storage_root=root, step_dir=steps_dir)
         if requested is None:
             cap = maximum or chosen.max_pilots
             requested = auto_count(opened, step, cap)

@@ -15,7 +15,7 @@ Knows nothing of the pool's internals.
 
 from __future__ import annotations
 
-from gridlrt.sandbox.build import Sandbox, build_sandbox, sha256_file
+from gridlrt.sandbox.build import Sandbox, build_sandbox, output_path, sha256_file
 from gridlrt.sandbox.bundle import (
     SITE_PROVIDED,
     BundleInfo,
@@ -53,6 +53,7 @@ __all__ = [
     "extract_tarball",
     "fetch_sandbox",
     "id_from_name",
+    "output_path",
     "plan_fetch",
     "plan_push",
     "push_sandbox",

@@ -171,6 +171,27 @@ def write_tarball(members: list[tuple[tarfile.TarInfo, Path]], out: io.BufferedI
     return files
 
 
+def output_path(text: str | None) -> Path | None:
+    """Where ``gridlrt sandbox build -o TEXT`` writes, checked before anything is built: an
+    existing directory (for ``<id>.tar.gz``), or a file name in an existing directory.
+    A trailing ``/`` means a directory, which must exist. :class:`InputError` otherwise."""
+    if text is None:
+        return None
+    path = Path(text)
+    if text.endswith("/") and not path.is_dir():
+        raise InputError(
+            f"-o {text}: no such directory; create it first (or drop the '/' to name a file)"
+        )
+    if path.is_dir():
+        return path
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(f"-o {text}: no such directory {parent}; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"-o {text}: the directory {parent} is not writable by you")
+    return path
+
+
 def build_sandbox(
     directory: Path,
     output: Path | None = None,

@@ -9,7 +9,8 @@ Rules, per line (``\\n`` or Windows ``\\r\\n`` endings, an optional UTF-8 BOM):
 * otherwise the first ``srm://`` URL on the line is taken; junk around it (quotes, an HTML
   ``href``, a leading number, a trailing comma) is tolerated;
 * a line without any ``srm://`` URL, or with a broken one, is a problem reported as
-  ``srm.txt:17: not an SRM URL: <the line>``;
+  ``srm.txt:17: not an SRM URL: <the line>``; so is a line with a NUL byte or another
+  control character (a damaged download);
 * a file already listed (same canonical SRM URL, whichever form) is dropped with a warning.
 
 :func:`read_srm_list` refuses a file with problems (one line naming the first bad line and
@@ -69,6 +70,36 @@ class SrmList(BaseModel):
             raise InputError(first + (f" (and {more} more bad line(s))" if more else ""))
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def control_character(line: str) -> str | None:
+    """``'NUL byte (\\x00) at column 12'`` when ``line`` holds a control character (not a tab),
+    else None. Such a line is a damaged download, never a file name."""
+    found = _CONTROL.search(line)
+    if found is None:
+        return None
+    char = found.group(0)
+    name = "NUL byte" if char == "\x00" else "control character"
+    return f"{name} ({char!r}) at column {found.start() + 1}"
+
+
+def check_list_file(path: Path) -> None:
+    """:class:`InputError` ``path:N: ...`` naming the first line of a list file (srm.txt or
+    any list of inputs) that holds a NUL byte or another control character."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        problem = control_character(line)
+        if problem is not None:
+            raise InputError(
+                f"{path}:{number}: {problem}; the file is damaged, download it again "
+                "or remove that line"
+            )
+
+
 def parse_srm_text(text: str, source: str = "srm.txt") -> SrmList:
     """Parse the text of an SRM list; ``source`` names it in messages (``srm.txt:17: ...``)."""
     surls: list[SURL] = []
@@ -79,6 +110,10 @@ def parse_srm_text(text: str, source: str = "srm.txt") -> SrmList:
     for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
+            continue
+        damaged = control_character(line)
+        if damaged is not None:
+            problems.append(LineProblem(line=number, message=f"{damaged}: damaged line"))
             continue
         found = _SRM_IN_LINE.search(line)
         try:

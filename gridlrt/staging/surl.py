@@ -236,6 +236,8 @@ def parse_surl(text: str) -> SURL:
     text = text.strip()
     if not text.lower().startswith("srm://"):
         raise _not_srm(text)
+    if any(ord(ch) < 32 or ch == "\x7f" for ch in text):
+        raise _not_srm(repr(text), "control characters")
     try:
         parts = urlsplit(text)
         port = parts.port or SRM_PORT

@@ -182,3 +182,37 @@ def _render_output_url(step: StepConfig, fields: dict[str, Any], name: str) -> s
         return render_url(step.outputs.url, {**fields, "name": name})
     except InputError as exc:
         raise InputError(f"step {step.name} outputs.url: {exc}") from exc
+
+
+#: Where :func:`validate_step` pretends the work directory is (nothing is created there).
+CHECK_WORKDIR = Path("/gridlrt-check/work")
+
+
+def validate_step(
+    step: StepConfig, token: Token, *, storage_root: str, step_dir: Path | None = None
+) -> TokenPlan:
+    """Plan ``token`` as a pilot would, without touching anything, so a broken step is found
+    when tokens are created or pilots submitted rather than by every pilot.
+
+    :class:`InputError` names the step file, the field and the token: an unknown placeholder
+    in the parset, command, ``outputs.keep``/``outputs.url`` or ``expect``, a file of
+    ``files`` missing beside the step, or an output URL the token's fields cannot fill.
+    """
+    where = str(step.source) if step.source else f"step {step.name}"
+    base = step_dir or step.directory
+    for name in step.files:
+        if base is not None and not (base / name).exists():
+            raise InputError(f"{where}: files: {name} is not in {base}; put it beside the step")
+    try:
+        return plan_token(
+            step, token, workdir=CHECK_WORKDIR, storage_root=storage_root, step_dir=step_dir
+        )
+    except InputError as exc:
+        message = str(exc).removeprefix(f"step {step.name} ").removeprefix(f"step {step.name}: ")
+        hint = ""
+        if message.startswith("outputs.url") and "url" not in step.outputs.model_fields_set:
+            hint = (
+                f"; the default url {step.outputs.url} needs LOFAR file names: set "
+                '[outputs] url = "{root}/{step}/{token_id}/{name}" (or similar) in the step file'
+            )
+        raise InputError(f"{where}: {message} (checked with token {token.id}){hint}") from None

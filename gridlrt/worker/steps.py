@@ -7,9 +7,11 @@ cores, the timeout and the maximum attempts, and — for DP3 — what the output
 (``expect``: channel and time averaging factors) so the worker can validate it.
 
 Ready steps ship in the package (``gridlrt/data/steps``): ``average``, ``flag-average``,
-``gaincal`` and ``command``. :func:`load_step` takes a file path or one of those names.
+``gaincal`` and ``command``. :func:`load_step` takes a file path or one of those names;
+:func:`resolve_step` finds a step by name as a pilot does (``--steps-dir``, then built-in).
 Templates are checked strictly when a token is planned (:mod:`gridlrt.worker.plan`), before
-anything is downloaded.
+anything is downloaded, and — by :func:`gridlrt.worker.plan.validate_step` — already when
+tokens are created and pilots submitted.
 """
 
 from __future__ import annotations
@@ -120,7 +122,14 @@ def load_step(ref: str | Path) -> StepConfig:
         known = ", ".join(BUILTIN_STEPS)
         raise InputError(f"{ref}: no such step file (or built-in step: {known})")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: not UTF-8 text (byte {exc.start}); save the step file as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the step file ({exc.strerror})") from None
+    try:
         data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         first = str(exc).splitlines()[0]
@@ -134,3 +143,40 @@ def load_step(ref: str | Path) -> StepConfig:
         where = ".".join(str(p) for p in err["loc"]) or "step"
         raise InputError(f"{path}: {where}: {err['msg'].removeprefix('Value error, ')}") from exc
     return step
+
+
+STEP_SUFFIXES = (".toml", ".yaml", ".yml")
+
+
+def resolve_step(name: str, steps_dir: Path | None) -> StepConfig:
+    """The step called ``name`` as a pilot finds it: ``steps_dir/<name>.toml`` (or ``.yaml``,
+    ``.yml``) first, then the built-in step of that name.
+
+    :class:`InputError` when ``steps_dir`` is given but is not a directory (a typo must not
+    fall back to the built-in step silently), when the step is found nowhere, when its file is
+    broken, or when the ``name`` inside the file is not the file's name.
+    """
+    if steps_dir is not None:
+        if not steps_dir.is_dir():
+            raise InputError(
+                f"--steps-dir {steps_dir}: no such directory (the directory with your "
+                "<step>.toml files)"
+            )
+        for suffix in STEP_SUFFIXES:
+            candidate = steps_dir / f"{name}{suffix}"
+            if candidate.is_file():
+                step = load_step(candidate)
+                if step.name != name:
+                    raise InputError(
+                        f"{candidate}: name: {step.name!r} is not the file's name; set "
+                        f'name = "{name}" (or rename the file to {step.name}{suffix})'
+                    )
+                return step
+    if name in BUILTIN_STEPS:
+        return load_step(builtin_step_file(name))
+    known = ", ".join(BUILTIN_STEPS)
+    where = f"no {name}.toml in {steps_dir}" if steps_dir else "no --steps-dir given"
+    raise InputError(
+        f"step {name!r}: {where} and no built-in step of that name ({known}); "
+        f"give --steps-dir DIR with {name}.toml"
+    )
