@@ -13,10 +13,11 @@ files are. A password inside a pool URL is accepted for convenience but redacted
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,6 +57,37 @@ def _default_sandbox_root() -> str:
 
 
 POOL_SCHEMES = ("sqlite", "http", "https")
+
+#: A CouchDB database name: a lowercase letter, then lowercase letters, digits and _$()+-/.
+COUCHDB_NAME = re.compile(r"[a-z][a-z0-9_$()+/-]*")
+
+
+def check_couchdb_url(url: str) -> None:
+    """:class:`ValueError` saying how to fix ``url`` (given without credentials) when it
+    cannot be a CouchDB database: a port that is not a number, no host, ``.``/``..`` or
+    empty path segments (``/a/../../b`` would reach database ``b``), or a last segment that
+    CouchDB does not accept as a database name."""
+    example = "e.g. http://127.0.0.1:5984/lofar_tokens"
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError:
+        raise ValueError(
+            f"CouchDB pool URL {url!r}: the port must be a number, {example}"
+        ) from None
+    if not parts.hostname:
+        raise ValueError(f"CouchDB pool URL {url!r} has no host name, {example}")
+    segments = [unquote(s) for s in parts.path.strip("/").split("/")]
+    if any(s in ("", ".", "..") for s in segments):
+        raise ValueError(
+            f"CouchDB pool URL {url!r}: '.', '..' and empty parts are not allowed in the path; "
+            f"name the database itself, {example}"
+        )
+    if not COUCHDB_NAME.fullmatch(segments[-1]):
+        raise ValueError(
+            f"CouchDB pool URL {url!r}: {segments[-1]!r} is not a valid CouchDB database name "
+            "(a lowercase letter, then lowercase letters, digits and _$()+-)"
+        )
 
 
 class Settings(BaseSettings):
@@ -122,6 +154,8 @@ class Settings(BaseSettings):
                 f"CouchDB pool URL {redact_url(value)!r} needs a database name, e.g. "
                 "http://127.0.0.1:5984/lofar_tokens"
             )
+        if scheme in ("http", "https"):
+            check_couchdb_url(strip_credentials(value))
         return value
 
     @property

@@ -11,11 +11,21 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
-from gridlrt.cli.common import PoolOption, console, err_console, settings
+from gridlrt.cli.common import (
+    PoolOption,
+    console,
+    duration,
+    err_console,
+    output_directory,
+    settings,
+)
 from gridlrt.durations import format_duration, parse_duration
 from gridlrt.errors import InputError, MalformedToken
+from gridlrt.staging.lists import check_list_file
 from gridlrt.tokens import Token, TokenPool, TokenStatus, open_pool
 from gridlrt.tokens.create import make_tokens, parse_fields, read_inputs
+from gridlrt.worker.plan import validate_step
+from gridlrt.worker.steps import resolve_step
 
 pool_app = typer.Typer(help="Create or upgrade the token pool.", no_args_is_help=True)
 tokens_app = typer.Typer(
@@ -101,7 +111,19 @@ def create(
             "--inputs", help="File with one input per line (e.g. srm.txt).", show_default=False
         ),
     ],
-    per_token: Annotated[int, typer.Option("--per-token", help="Inputs per token.")] = 1,
+    per_token: Annotated[
+        int, typer.Option("--per-token", min=1, help="Inputs per token (1 or more).")
+    ] = 1,
+    steps_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--steps-dir",
+            help="Directory with your <step>.toml/.yaml files (as given to `gridlrt submit`); "
+            "without it STEP must be a built-in step. The step is checked against the first "
+            "new token now, so a typo or a broken template fails here, not in every pilot.",
+            show_default=False,
+        ),
+    ] = None,
     attach: Annotated[
         list[Path] | None,
         typer.Option("--attach", help="File to attach to every new token (repeatable)."),
@@ -119,7 +141,13 @@ def create(
     """Make one token per input (or per N inputs) for STEP. Token ids come from the LOFAR file
     names (`<step>_L229507_SB100`), so running the same command twice creates nothing new.
 
+    The step is looked up as pilots will (--steps-dir, then the built-in steps) and its
+    templates are filled from the first new token: an unknown step, a broken step file or an
+    unknown placeholder is reported now, naming the file and the field.
+
     Example: gridlrt tokens create --step average --inputs srm.txt --field avg_freqstep=4
+
+    Example: gridlrt tokens create --step mystep --steps-dir steps/ --inputs srm.txt
     """
     tokens = make_tokens(
         read_inputs(inputs),
@@ -128,6 +156,11 @@ def create(
         fields=parse_fields(field or []),
         priority=priority,
     )
+    check_list_file(inputs)
+    chosen = settings(ctx, pool)
+    if tokens:
+        config = resolve_step(step, steps_dir)
+        validate_step(config, tokens[0], storage_root=chosen.storage_root, step_dir=steps_dir)
     attachments = [(path, _read_attachment(path)) for path in attach or []]
     if dry_run:
         table = Table(title=f"would create {len(tokens)} token(s) for step {step!r}")
@@ -141,7 +174,6 @@ def create(
         for path, _ in attachments:
             console.print(f"would attach {path.name} to each new token")
         return
-    chosen = settings(ctx, pool)
     with open_pool(chosen) as opened:
         if chosen.pool_kind == "embedded":
             opened.init()  # the default pool needs no separate set-up step
@@ -231,7 +263,9 @@ def list_tokens(
         str | None, typer.Option("--status", help="todo, locked, running, done, error, ...")
     ] = None,
     step: StepOption = None,
-    limit: Annotated[int, typer.Option("--limit", help="Show at most this many (0: all).")] = 200,
+    limit: Annotated[
+        int, typer.Option("--limit", min=0, help="Show at most this many (0: all).")
+    ] = 200,
     pool: PoolOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -268,7 +302,9 @@ def show(
     token_id: Annotated[str, typer.Argument(metavar="ID", help="Token id.")],
     pool: PoolOption = None,
     as_json: JsonOption = False,
-    tail: Annotated[int, typer.Option("--tail", help="Log lines to show.")] = 20,
+    tail: Annotated[
+        int, typer.Option("--tail", min=0, help="Log lines to show per error (0: none).")
+    ] = 20,
 ) -> None:
     """One token: its fields, every attempt, errors with the log tail, attachments. A document
     that is not a valid token is printed as it is (JSON), with why on stderr."""
@@ -338,7 +374,7 @@ def reset(
     """Put tokens back to todo so pilots process them again (errors and attempts are kept
     as history). Example: gridlrt tokens reset --status error --step average"""
     statuses = [s for s in (_status(x) for x in status_ or []) if s is not None]
-    age = parse_duration(older_than) if older_than else None
+    age = duration(older_than, "--older-than", zero=True, example="2h") if older_than else None
     with _open(ctx, pool) as opened:
         ids = opened.reset(
             statuses=statuses or None, older_than=age, ids=token_ids, step=step, dry_run=dry_run
@@ -403,12 +439,21 @@ def archive(
     """Write tokens (JSON lines) and their attachments under --to, then delete them from the
     pool. Nothing is deleted that was not written first."""
     wanted = _status(status_) or TokenStatus.DONE
+    output_directory(to, "--to", create=not dry_run)
     with _open(ctx, pool) as opened:
         if dry_run:
             n = sum(1 for _ in opened.tokens(wanted, step))
             console.print(f"would archive {n} {wanted.value} token(s) to {to}")
             return
-        result = opened.archive(to, wanted, step)
+        try:
+            result = opened.archive(to, wanted, step)
+        except OSError as exc:  # disk full, permissions: nothing was deleted from the pool
+            if exc.errno is None:  # not a file system error (e.g. the network)
+                raise
+            raise InputError(
+                f"--to {to}: cannot write the archive ({exc.strerror}); nothing was removed "
+                "from the pool"
+            ) from None
     if result.file is None:
         console.print(f"no {wanted.value} tokens to archive")
     else:

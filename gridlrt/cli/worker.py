@@ -14,27 +14,28 @@ from typing import Annotated
 
 import typer
 
-from gridlrt.cli.common import PoolOption, console, settings
-from gridlrt.durations import format_duration, parse_duration
+from gridlrt.cli.common import PoolOption, console, duration, settings
+from gridlrt.durations import format_duration
 from gridlrt.storage import Storage
 from gridlrt.tokens import open_pool
 from gridlrt.worker.pilot import Pilot, PilotOptions, PilotSummary
-from gridlrt.worker.steps import StepConfig, load_step
+from gridlrt.worker.steps import StepConfig, resolve_step
 
 worker_app = typer.Typer(help="Run a pilot on this node.", no_args_is_help=True)
 
+#: The shortest heartbeat: each one writes the token, so a shorter one floods the pool.
+MIN_HEARTBEAT = 1.0
+
 
 def step_resolver(steps_dir: Path | None) -> Callable[[str], StepConfig]:
-    """Step configs by name: ``steps_dir/<name>.toml|.yaml`` first, then the built-in ones."""
+    """Step configs by name: ``steps_dir/<name>.toml|.yaml`` first, then the built-in ones
+    (:func:`~gridlrt.worker.steps.resolve_step`); a missing ``steps_dir`` is an error now."""
+    if steps_dir is not None and not steps_dir.is_dir():
+        resolve_step("", steps_dir)  # raises: --steps-dir is not a directory
 
     @cache
     def resolve(name: str) -> StepConfig:
-        if steps_dir is not None:
-            for suffix in (".toml", ".yaml", ".yml"):
-                candidate = steps_dir / f"{name}{suffix}"
-                if candidate.is_file():
-                    return load_step(candidate)
-        return load_step(name)
+        return resolve_step(name, steps_dir)
 
     return resolve
 
@@ -55,22 +56,32 @@ def run(
         ),
     ] = None,
     max_tokens: Annotated[
-        int | None, typer.Option("--max-tokens", help="Stop after this many tokens.")
+        int | None,
+        typer.Option("--max-tokens", min=1, help="Stop after this many tokens (1 or more)."),
     ] = None,
     max_time: Annotated[
         str | None,
         typer.Option(
             "--max-time",
             help="Wall time this pilot may use (e.g. 12h); it will not "
-            "start a token it cannot expect to finish.",
+            "start a token it cannot expect to finish. Default: no limit.",
         ),
     ] = None,
     idle_timeout: Annotated[
         str,
-        typer.Option("--idle-timeout", help="How long to wait for new tokens when none is left."),
+        typer.Option(
+            "--idle-timeout",
+            help="How long to wait for new tokens when none is left (0s: stop at once).",
+        ),
     ] = "0s",
     heartbeat: Annotated[
-        str, typer.Option("--heartbeat", help="Interval of the liveness signal to the pool.")
+        str,
+        typer.Option(
+            "--heartbeat",
+            help="Interval of the liveness signal to the pool (at least 1s). `gridlrt tokens "
+            "recover --stale-after` must be several times longer, or it takes tokens from "
+            "live pilots.",
+        ),
     ] = "30s",
     workdir: Annotated[
         Path | None,
@@ -114,9 +125,9 @@ def run(
         options = PilotOptions(
             step=step,
             max_tokens=max_tokens,
-            max_time=parse_duration(max_time) if max_time else None,
-            idle_timeout=parse_duration(idle_timeout),
-            heartbeat_interval=parse_duration(heartbeat),
+            max_time=duration(max_time, "--max-time", example="12h") if max_time else None,
+            idle_timeout=duration(idle_timeout, "--idle-timeout", zero=True, example="10m"),
+            heartbeat_interval=duration(heartbeat, "--heartbeat", minimum=MIN_HEARTBEAT),
             keep_workdirs=keep_workdirs,
             workroot=workdir or Path(tempfile.gettempdir()) / "gridlrt-pilot",
         )

@@ -120,6 +120,8 @@ class CouchDBPool(TokenPool):
             )
         if response.status_code == 403:
             raise CredentialsError(f"CouchDB user may not access {self.url}; ask its admin")
+        if "error" not in _json(response):  # CouchDB answers every error in JSON
+            raise self._not_couchdb(response)
         if response.status_code == 404:
             reason = str(_json(response).get("reason", "")).lower()
             if not path or "database" in reason or "no_db_file" in reason:
@@ -136,6 +138,13 @@ class CouchDBPool(TokenPool):
             f"{path.split('?')[0] or '/'}: {response.text[:200]}"
         )
 
+    def _not_couchdb(self, response: requests.Response) -> PoolError:
+        kind = response.headers.get("Content-Type", "no content type").split(";")[0]
+        return PoolError(
+            f"{self.url}: not a CouchDB server (it answered HTTP {response.status_code} with "
+            f"{kind}, not CouchDB's JSON); check the host, port and path of the pool URL"
+        )
+
     def _view(self, name: str, **params: Any) -> list[dict[str, Any]]:
         query = {k: json.dumps(v) if k.endswith("key") else v for k, v in params.items()}
         return list(self._request("GET", f"{VIEW}/{name}", params=query).json()["rows"])
@@ -147,6 +156,9 @@ class CouchDBPool(TokenPool):
     # --- primitives ----------------------------------------------------------------------
 
     def init(self) -> None:
+        probe = self._request("GET", ok=(200, 404))  # a database, or CouchDB saying "no such"
+        if not {"db_name", "error"} & set(_json(probe)):
+            raise self._not_couchdb(probe)
         response = self._request("PUT", ok=(201, 202, 412))
         if response.status_code in (201, 202):
             log.info("created database %s", self.url)
