@@ -248,7 +248,8 @@ def test_submit_checks_the_step_against_the_first_todo_token(
     assert "nothing submitted" in gridlrt(env, *submit).stdout
 
 
-def test_validate_step_in_the_library(tmp_path: Path) -> None:
+def test_validate_step_in_the_library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gridlrt.worker import plan
     from gridlrt.worker.plan import validate_step
     from gridlrt.worker.steps import resolve_step
 
@@ -258,6 +259,10 @@ def test_validate_step_in_the_library(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"mine\.toml: command: unknown placeholder \{nothing\}"):
         validate_step(step, token, storage_root="file:///out")
     assert resolve_step("average", None).name == "average"
+    # a machine without DP3 (a UI node) can still check a step that uses its flagging strategy
+    monkeypatch.setattr(plan, "find_aoflagger_strategy", lambda name="": None)
+    flagging = validate_step(resolve_step("flag-average", None), token, storage_root="file:///o")
+    assert flagging.uploads[0].url.startswith("file:///o/L229507/flag-average/")
     with pytest.raises(InputError, match="--steps-dir"):
         resolve_step("average", tmp_path / "missing")
 

@@ -203,6 +203,9 @@ def validate_step(
     for name in step.files:
         if base is not None and not (base / name).exists():
             raise InputError(f"{where}: files: {name} is not in {base}; put it beside the step")
+    if find_aoflagger_strategy() is None:  # this machine has no DP3; worker nodes will
+        stand_in = {"aoflagger_strategy": "/worker-node/aoflagger/lofar-default.lua"}
+        token = token.model_copy(update={"parameters": {**stand_in, **token.parameters}})
     try:
         return plan_token(
             step, token, workdir=CHECK_WORKDIR, storage_root=storage_root, step_dir=step_dir
