@@ -326,7 +326,11 @@ def show(
         "id": token.id, "step": token.step, "status": token.status.value,
         "input": json.dumps(token.input), "output": json.dumps(token.output),
         "exit code": str(token.exit_code), "host": token.hostname,
-        "scrub count": str(token.scrub_count), "priority": str(token.priority),
+        "scrub count": str(token.scrub_count),
+        "tries used": f"{token.attempts_since_reset('error')} failed (of the step's "
+        f"max_attempts), {token.attempts_since_reset('lost')} lost (of recover's --max-scrubs) "
+        "since the last reset; released attempts cost no try",
+        "priority": str(token.priority),
         "heartbeat": _age(token.heartbeat), "attachments": ", ".join(names),
     }  # fmt: skip
     extra = {k: json.dumps(v) for k, v in (token.model_extra or {}).items()}
@@ -341,7 +345,8 @@ def show(
             took = format_duration(a.ended - a.started) if a.ended else "running"
             table.add_row(
                 str(i), a.pilot, a.host, a.job_id or "", _age(a.started), took,
-                a.outcome or "", "" if a.exit_code is None else str(a.exit_code),
+                (a.outcome or "") + (" (before reset)" if i <= token.reset_index else ""),
+                "" if a.exit_code is None else str(a.exit_code),
             )  # fmt: skip
         console.print(table)
     for error in token.error[-3:]:

@@ -100,6 +100,15 @@ def run(
             "Default: storage_root setting (GRIDLRT_STORAGE_ROOT).",
         ),
     ] = None,
+    pool_patience: Annotated[
+        str,
+        typer.Option(
+            "--pool-patience",
+            help="How long to ride out a pool outage (CouchDB restart, network blip) before "
+            "giving up: the payload keeps running and pool calls retry with backoff; a token "
+            "is never failed because of an outage.",
+        ),
+    ] = "15m",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     status_file: Annotated[
         Path | None,
@@ -131,7 +140,14 @@ def run(
             keep_workdirs=keep_workdirs,
             workroot=workdir or Path(tempfile.gettempdir()) / "gridlrt-pilot",
         )
-        summary = _pilot_run(ctx, pool, steps_dir, options, output_root)
+        summary = _pilot_run(
+            ctx,
+            pool,
+            steps_dir,
+            options,
+            output_root,
+            duration(pool_patience, "--pool-patience", zero=True, example="15m"),
+        )
         status["summary"] = summary.model_dump()
     if as_json:
         typer.echo(json.dumps(summary.model_dump(), indent=2))
@@ -170,9 +186,10 @@ def _pilot_run(
     steps_dir: Path | None,
     options: PilotOptions,
     output_root: str | None,
+    patience: float,
 ) -> PilotSummary:
     chosen = settings(ctx, pool)
-    with open_pool(chosen) as opened:
+    with open_pool(chosen, patience=patience) as opened:
         pilot = Pilot(
             opened,
             step_resolver(steps_dir),

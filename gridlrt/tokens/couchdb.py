@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -35,6 +36,7 @@ from gridlrt.errors import (
     RecordNotFound,
     TokenNotFound,
 )
+from gridlrt.retry import Backoff, Outage
 from gridlrt.tokens import design, transitions
 from gridlrt.tokens.model import PilotInfo, Token, TokenStatus
 from gridlrt.tokens.pool import CreateResult, Overview, TokenPool, parse_token
@@ -68,12 +70,17 @@ class CouchDBPool(TokenPool):
         *,
         timeout: float = 60.0,
         retries: int = RETRIES,
+        patience: float = 0.0,
     ) -> None:
+        """``retries`` tries of each request, and more while less than ``patience`` seconds
+        have passed since its first failure (pilots ride out outages; commands give up)."""
         super().__init__()
         self.db_url = strip_credentials(url).split("?")[0].rstrip("/")
         self.url = redact_url(self.db_url)
         self.timeout = timeout
-        self.retries = retries
+        self.backoff = Backoff(tries=retries, patience=patience)
+        self.outage = Outage(f"token pool {self.url}")
+        self._local = threading.local()  # per thread: was the last request retried?
         self.session = requests.Session()
         self.session.auth = auth
         self.session.headers["Accept"] = "application/json"
@@ -93,24 +100,29 @@ class CouchDBPool(TokenPool):
         url = f"{self.db_url}/{path}" if path else self.db_url
         kwargs.setdefault("timeout", self.timeout)
         problem = ""
-        for attempt in range(self.retries):
+        self._local.retried = False
+        delays = self.backoff.delays()
+        while True:
             try:
                 response = self.session.request(method, url, **kwargs)
             except requests.RequestException as exc:
                 problem = f"{type(exc).__name__}"
             else:
                 if response.status_code < 500:
+                    self.outage.succeeded()
                     break
                 problem = f"HTTP {response.status_code}"
-            if attempt + 1 < self.retries:
-                delay = min(5.0, 0.2 * 2**attempt) * (0.5 + random.random())
-                log.info("pool %s: %s, retrying in %.1f s", self.url, problem, delay)
-                time.sleep(delay)
-        else:
-            raise PoolUnavailable(
-                f"token pool {self.url} unreachable after {self.retries} attempts ({problem}); "
-                "check the URL and that the server runs"
-            )
+            delay = next(delays, None)
+            if delay is None:
+                patience = self.backoff.patience
+                waited = f" and {patience:.0f} s of patience" if patience else ""
+                raise PoolUnavailable(
+                    f"token pool {self.url} unreachable after {self.backoff.tries} attempts"
+                    f"{waited} ({problem}); check the URL and that the server runs"
+                )
+            self.outage.failed(problem, self.backoff.patience)
+            self._local.retried = True
+            time.sleep(delay)
         if response.status_code in ok or response.status_code == 409:
             return response
         if response.status_code == 401:
@@ -193,10 +205,27 @@ class CouchDBPool(TokenPool):
 
     def _put(self, token: Token) -> str | None:
         """Write with the token's ``_rev``; the new rev, or None on a conflict."""
-        response = self._request("PUT", self._doc_path(token.id), json=token.to_doc())
+        doc = token.to_doc()
+        response = self._request("PUT", self._doc_path(token.id), json=doc)
         if response.status_code == 409:
-            return None
+            return self._landed(doc) if self._local.retried else None
         return str(response.json()["rev"])
+
+    def _landed(self, doc: dict[str, Any]) -> str | None:
+        """After a write that was retried through an outage ends in 409: the revision of the
+        document if the first try did land (the answer was lost), else None (a real conflict)."""
+        current = self._request("GET", self._doc_path(str(doc["_id"])), ok=(200, 404))
+        if not current.ok:
+            return None
+        stored = current.json()
+
+        def body(d: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in d.items() if k not in ("_rev", "_attachments")}
+
+        if body(stored) == body(json.loads(json.dumps(doc))):
+            log.info("token %s: the write before the outage had landed", doc["_id"])
+            return str(stored["_rev"])
+        return None
 
     def _update(self, token_id: str, change: Callable[[Token], Token]) -> Token:
         # First try on the revision this pool last wrote (saves a GET for a pilot's own

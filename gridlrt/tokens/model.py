@@ -14,6 +14,7 @@ PiCaS wrote (which have no ``status``).
 from __future__ import annotations
 
 import time
+import uuid
 from enum import StrEnum
 from typing import Any
 
@@ -84,13 +85,14 @@ class Attempt(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])  # names the work directory
     pilot: str
     host: str = ""
     job_id: str | None = None
     started: float
     ended: float | None = None
     exit_code: int | None = None
-    outcome: str | None = None  # done, error, released, lost, reset
+    outcome: str | None = None  # done, error, released, lost, reset, abandoned
     timings: dict[str, float] = Field(default_factory=dict)
     heartbeat_interval: float | None = None  # the pilot's, seconds (recover's guard)
 
@@ -136,6 +138,9 @@ class Token(BaseModel):
     status: TokenStatus = TokenStatus.TODO
     heartbeat: float = 0.0
     attempts: list[Attempt] = Field(default_factory=list)
+    # attempts before this index predate the last ``tokens reset``: they are history and do
+    # not count against the step's max_attempts or recover's max_scrubs
+    reset_index: int = 0
     created: float = 0.0  # epoch seconds; 0 for tokens PiCaS created
     priority: int = 0
     parameters: dict[str, Any] = Field(default_factory=dict)
@@ -185,6 +190,12 @@ class Token(BaseModel):
     @property
     def current_attempt(self) -> Attempt | None:
         return self.attempts[-1] if self.attempts else None
+
+    def attempts_since_reset(self, outcome: str) -> int:
+        """How many attempts since the last reset ended with ``outcome``. Only "error" counts
+        against a step's ``max_attempts`` and only "lost" against recover's ``max_scrubs``:
+        a release (SIGTERM, cancel), a pool outage or a reset costs a token no try."""
+        return sum(1 for a in self.attempts[self.reset_index :] if a.outcome == outcome)
 
     @property
     def last_error(self) -> ErrorEntry | None:

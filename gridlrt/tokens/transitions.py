@@ -156,7 +156,9 @@ def release(token: Token, pilot: str, now: float, reason: str = "released") -> T
 
 
 def recover(token: Token, now: float, max_scrubs: int, stale_after: float) -> Token:
-    """A locked token whose pilot stopped heartbeating: back to todo, or error at the limit."""
+    """A locked token whose pilot stopped heartbeating: back to todo, or error once
+    ``max_scrubs`` of its attempts since the last reset were lost this way (a token that keeps
+    killing its pilots, e.g. by running out of memory, must stop somewhere)."""
     if token.status not in ACTIVE:
         raise LostClaim(f"token {token.id} is {token.status.value}, not locked")
     new = _copy(token)
@@ -164,12 +166,13 @@ def recover(token: Token, now: float, max_scrubs: int, stale_after: float) -> To
     if attempt is not None and attempt.ended is None:
         attempt.ended = now
         attempt.outcome = "lost"
-    if new.scrub_count + 1 >= max_scrubs:
+    lost = new.attempts_since_reset("lost")
+    if lost >= max_scrubs:
         new.error.append(
             ErrorEntry(
                 time=now,
-                message=f"pilot lost (no heartbeat for {stale_after:.0f} s) "
-                f"and the token was already retried {new.scrub_count} time(s)",
+                message=f"pilot lost (no heartbeat for {stale_after:.0f} s); the token was lost "
+                f"{lost} time(s) since the last reset (limit: --max-scrubs {max_scrubs})",
             )
         )
         new.done = max(int(now), 1)
@@ -189,4 +192,5 @@ def reset(token: Token, now: float) -> Token:
         attempt.outcome = "reset"
     new.output = None
     new.uploads = []
+    new.reset_index = len(new.attempts)
     return _to_todo(new)

@@ -5,12 +5,25 @@ rendered before anything moves) → download and unpack inputs → run the paylo
 group, step timeout) → validate outputs (the MS opens; channel and time counts are what the
 step promises) → upload (atomic, verified) → finish with output URLs, exit code and timings.
 
-Failures go to ``fail`` with the message, traceback and log tail; a token that has not used
-its step's ``max_attempts`` is released for another try. The pilot stops when the pool stays
+Failures go to ``fail`` with the message, traceback and log tail; a token that has not failed
+its step's ``max_attempts`` times since its last reset goes back to todo for another try
+(releases, lost pilots and pool outages cost no try). The pilot stops when the pool stays
 empty for ``idle_timeout``, after ``max_tokens``, or when the time left is shorter than the
 expected time of one more token (the mean of this pilot's tokens times ``safety_factor``). On
-SIGTERM/SIGINT (:meth:`Pilot.stop`) the payload is killed, the token goes back to todo, and
-nothing partial is uploaded.
+SIGTERM/SIGINT (:meth:`Pilot.stop`) before the upload, the payload is killed and the token goes
+back to todo; once the upload has begun it is finished and so is the token (uploads are short
+next to a batch system's kill grace), so no output is left at its final URL by a token in todo.
+
+What nothing may break:
+
+* every attempt works in its own directory (``<token>.<attempt id>``, see
+  :mod:`~gridlrt.worker.workdirs`), and the payload runs under a shepherd that kills its whole
+  tree when the pilot dies, even by SIGKILL (:mod:`~gridlrt.worker.shepherd`): outputs are
+  written by exactly one attempt;
+* a pool outage is ridden out for the pool's patience (the payload keeps running, heartbeats
+  and status changes retry with backoff); only then does the pilot stop, leaving the token for
+  ``tokens recover``, never failing it;
+* a pilot starting on a node removes the work directories of dead pilots there.
 
 Hook methods (:meth:`Pilot.prepare`, :meth:`Pilot.after`) are for user code, as in PiCaS.
 """
@@ -32,7 +45,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from gridlrt.doctor import dp3_environment, find_dp3
-from gridlrt.errors import GridlrtError, InputError, LostClaim
+from gridlrt.errors import GridlrtError, InputError, LostClaim, PoolUnavailable
 from gridlrt.sandbox.extract import extract_tarball
 from gridlrt.storage import Storage, TransferResult
 from gridlrt.tokens import PilotInfo, Token, TokenPool, TokenStatus
@@ -40,6 +53,7 @@ from gridlrt.tokens.model import UploadResult
 from gridlrt.worker.payload import log_tail, run_payload
 from gridlrt.worker.plan import TokenPlan, plan_token
 from gridlrt.worker.steps import StepConfig
+from gridlrt.worker.workdirs import attempt_dir, clean_dead
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +172,7 @@ class Pilot:
             pilot=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
             host=socket.gethostname(),
             job_id=batch_job_id(),
+            heartbeat_interval=options.heartbeat_interval,
         )
         self.stop_event = threading.Event()
         self.summary = PilotSummary(pilot=self.who.pilot)
@@ -201,6 +216,7 @@ class Pilot:
     def run(self) -> PilotSummary:
         """The loop. Returns what was done and why it stopped."""
         log.info("pilot %s starting on %s (job %s)", self.who.pilot, self.who.host, self.who.job_id)
+        clean_dead(self.options.workroot)
         while True:
             if self.stop_event.is_set():
                 self.summary.stop_reason = "stopped by signal"
@@ -232,9 +248,8 @@ class Pilot:
     def _process(self, token: Token) -> None:
         started = time.monotonic()
         timings: dict[str, float] = {"claim": self._claim_seconds}
-        workdir = self.options.workroot / token.id
-        shutil.rmtree(workdir, ignore_errors=True)
-        workdir.mkdir(parents=True)
+        attempt = token.current_attempt
+        workdir = attempt_dir(self.options.workroot, token.id, attempt.id if attempt else "0")
         beat = Heartbeat(self.pool, token.id, self.who.pilot, self.options.heartbeat_interval)
         beat.start()
         plan: TokenPlan | None = None
@@ -256,8 +271,10 @@ class Pilot:
             timings["run"] = self._timed(lambda: self._run(plan, beat))
             timings["validate"] = self._timed(lambda: self._validate(plan))
             self._set(token, TokenStatus.UPLOADING)
-            uploads: list[TransferResult] = []
-            timings["upload"] = self._timed(lambda: uploads.extend(self._upload(plan)))
+            # From here on a stop request waits: the upload and the token are finished.
+            t_upload = time.monotonic()
+            uploads = self._upload(plan)
+            timings["upload"] = time.monotonic() - t_upload
             self._attach_log(token, plan)
             self.pool.finish(
                 token.id,
@@ -274,6 +291,13 @@ class Pilot:
             self._release(token)
         except LostClaim as exc:
             log.warning("%s", exc)
+        except PoolUnavailable:
+            # The pool stayed away longer than our patience: nothing can be recorded. The
+            # token stays with this (ending) pilot until `tokens recover`; it is not failed.
+            log.error(
+                "token %s left for `gridlrt tokens recover`: the pool is unreachable", token.id
+            )
+            raise
         except (TokenFailure, InputError, GridlrtError) as exc:
             retry = getattr(exc, "retry", not isinstance(exc, InputError))
             code = getattr(exc, "exit_code", 1)
@@ -376,18 +400,27 @@ class Pilot:
             )
 
     def _upload(self, plan: TokenPlan) -> list[TransferResult]:
-        results = []
-        for upload in plan.uploads:
-            source = upload.path
-            if upload.pack:
-                source = pack_directory(upload.path, plan.workdir / "upload")
-            results.append(self.storage.copy(source.resolve().as_uri(), upload.url))
-            if self.stop_event.is_set():
-                raise _Stopped
-        if plan.log_url:
-            log_file = plan.workdir / "payload.log"
-            if log_file.exists():
-                results.append(self.storage.copy(log_file.resolve().as_uri(), plan.log_url))
+        """Every output (atomically, verified), then the log. Not interrupted by a stop request.
+        Should one upload fail, the outputs already at their final URLs are removed again, so
+        a token that is not done has no results out there."""
+        results: list[TransferResult] = []
+        try:
+            for upload in plan.uploads:
+                source = upload.path
+                if upload.pack:
+                    source = pack_directory(upload.path, plan.workdir / "upload")
+                results.append(self.storage.copy(source.resolve().as_uri(), upload.url))
+            if plan.log_url:
+                log_file = plan.workdir / "payload.log"
+                if log_file.exists():
+                    results.append(self.storage.copy(log_file.resolve().as_uri(), plan.log_url))
+        except BaseException:
+            for done in results:
+                try:
+                    self.storage.delete(done.dst, missing_ok=True)
+                except GridlrtError as exc:
+                    log.warning("could not remove %s after a failed upload: %s", done.dst, exc)
+            raise
         return results
 
     def _attach_log(self, token: Token, plan: TokenPlan) -> None:
@@ -415,10 +448,17 @@ class Pilot:
         exit_code: int,
     ) -> None:
         tail = log_tail(plan.workdir / "payload.log", 50) if plan else ""
-        attempts = len(token.attempts)
+        failures = token.attempts_since_reset("error") + 1  # this one is still open
         max_attempts = step.max_attempts if step else 1
-        again = retry and attempts < max_attempts
-        log.warning("token %s failed (%s)%s", token.id, message, "; will retry" if again else "")
+        again = retry and failures < max_attempts
+        log.warning(
+            "token %s failed (%s), failure %d of %d%s",
+            token.id,
+            message,
+            failures,
+            max_attempts,
+            "; will retry" if again else "",
+        )
         try:
             if tail:
                 self.pool.attach(token.id, "log_tail.txt", tail.encode())

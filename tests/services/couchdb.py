@@ -41,14 +41,15 @@ class CouchDB:
         return db_url
 
 
-def start_pouchdb_server(workdir: Path) -> CouchDB:
-    """Start pouchdb-server with all its files under ``workdir``; fail if it does not come up."""
+def start_pouchdb_server(workdir: Path, port: int | None = None) -> CouchDB:
+    """Start pouchdb-server with all its files under ``workdir`` (on ``port``, e.g. to restart
+    a stopped one with its data; default a free one); fail if it does not come up."""
     node = shutil.which("node")
     if not POUCHDB_SERVER.exists() or node is None:
         pytest.fail(
             f"pouchdb-server not installed ({POUCHDB_SERVER}); run `make setup`", pytrace=False
         )
-    port = free_port()
+    port = port or free_port()
     (workdir / "data").mkdir(parents=True, exist_ok=True)
     argv = [
         str(POUCHDB_SERVER),
