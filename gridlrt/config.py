@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from typing import Any, Literal, NamedTuple
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -149,7 +150,7 @@ class Settings(BaseSettings):
                 "embedded pool URL must be sqlite:///PATH (three slashes; "
                 "sqlite:////abs/path.sqlite for an absolute path)"
             )
-        if scheme in ("http", "https") and not urlsplit(value).path.strip("/"):
+        if scheme in ("http", "https") and not urlsplit(strip_credentials(value)).path.strip("/"):
             raise ValueError(
                 f"CouchDB pool URL {redact_url(value)!r} needs a database name, e.g. "
                 "http://127.0.0.1:5984/lofar_tokens"
@@ -216,21 +217,131 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(f"{origin}: {msg}") from exc
 
 
+class UrlCredentials(NamedTuple):
+    """A URL split into the URL without its userinfo and the (percent-decoded) user and
+    password that were in it (None when absent)."""
+
+    url: str
+    username: str | None
+    password: str | None
+
+
+# A host after the '@' of a userinfo: a name or IPv4 address, or [IPv6], and an optional port.
+_HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%-]+)(?::[0-9]*)?")
+_DELIMITERS = re.compile(r"[/?#]")
+
+
+def _userinfo_span(url: str) -> tuple[int, int] | None:
+    """Where the userinfo of ``url`` is: ``url[start:end]`` is ``user[:password]`` and
+    ``url[end]`` is its ``@``; None when the URL has none.
+
+    A well-formed URL has its userinfo inside the authority (before the first ``/``, ``?``
+    or ``#``). People also paste passwords with a raw ``#``, ``?``, ``/`` or ``@``
+    (``http://ann:p#ss?w@host:5984/db``), which :func:`urllib.parse.urlsplit` reads as a
+    fragment or a query, leaving the password outside the userinfo. Then the userinfo ends
+    at the rightmost ``@`` that is followed by a host (``name[:port]``) and preceded by
+    ``user:`` where the user has no ``/``, ``?`` or ``#``: a password is hidden rather than
+    shown when in doubt.
+    """
+    marker = url.find("://")
+    if marker <= 0:
+        return None
+    start = marker + 3
+    rest = url[start:]
+    first = _DELIMITERS.search(rest)
+    authority = rest[: first.start()] if first else rest
+    if "@" in authority:
+        return start, start + authority.rindex("@")
+    for at in reversed([i for i, c in enumerate(rest) if c == "@"]):
+        user, colon, _password = rest[:at].partition(":")
+        host = _DELIMITERS.split(rest[at + 1 :], maxsplit=1)[0]
+        if colon and not _DELIMITERS.search(user) and _HOST_PORT.fullmatch(host):
+            return start, start + at
+    return None
+
+
+def url_credentials(url: str) -> UrlCredentials:
+    """``url`` without its ``user:password@`` part, and the user and password that were in
+    it (percent-decoded). Raw ``#``, ``?``, ``/`` and ``@`` in a password are understood
+    (see :func:`_userinfo_span`); the rest of the URL is left as it is."""
+    span = _userinfo_span(url)
+    if span is None:
+        return UrlCredentials(url, None, None)
+    start, end = span
+    user, colon, password = url[start:end].partition(":")
+    return UrlCredentials(
+        url[:start] + url[end + 1 :], unquote(user) or None, unquote(password) if colon else None
+    )
+
+
 def redact_url(url: str) -> str:
-    """Hide any password in ``url`` (``https://user:***@host/db``); other URLs pass unchanged."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """Hide any password in ``url`` (``https://user:***@host/db``), also one with a raw
+    ``#``, ``?``, ``/`` or ``@``; other URLs pass unchanged."""
+    span = _userinfo_span(url)
+    if span is None:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    start, end = span
+    user, colon, _password = url[start:end].partition(":")
+    if not colon:
+        return url  # a user name alone is not a secret
+    return f"{url[:start]}{user}:***@{url[end + 1 :]}"
 
 
 def strip_credentials(url: str) -> str:
     """``url`` without any ``user:password@`` part (and without a fragment)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    return url_credentials(url).url.partition("#")[0]
+
+
+# --- secrets in the environment ------------------------------------------------------------
+
+#: gridlrt variables that hold a secret, or name a file of secrets: a process gridlrt starts
+#: (a pilot, a payload, a batch client) never inherits them. A pilot is given its pool
+#: credentials file explicitly (``GRIDLRT_POOL_CREDENTIALS`` -> the run's 0600 ``pool.cred``).
+SECRET_VARIABLES = frozenset(
+    {
+        f"{ENV_PREFIX}POOL_USERNAME",
+        f"{ENV_PREFIX}POOL_PASSWORD",
+        f"{ENV_PREFIX}POOL_CREDENTIALS",
+        f"{ENV_PREFIX}LTA_CREDENTIALS",
+        f"{ENV_PREFIX}AWE_CONFIG",
+    }
+)
+#: ... and every ``GRIDLRT_LTA_*`` variable (``_USER``, ``_PASSWORD``, ``_TOKEN``), and every
+#: ``GRIDLRT_*`` variable whose name ends like a secret's.
+SECRET_VARIABLE_PREFIXES = (f"{ENV_PREFIX}LTA_",)
+SECRET_VARIABLE_SUFFIXES = ("_PASSWORD", "_PASSWD", "_SECRET", "_API_TOKEN", "_API_KEY")
+
+
+def is_secret_variable(name: str) -> bool:
+    """True for a gridlrt environment variable that holds (or points to) a secret, by name
+    (:data:`SECRET_VARIABLES`, ``GRIDLRT_LTA_*``, ``GRIDLRT_*_PASSWORD`` and the like).
+    A ``GRIDLRT_*`` URL with a ``user:password@`` is a secret by its value: see
+    :func:`scrub_environment`."""
+    upper = name.upper()
+    if not upper.startswith(ENV_PREFIX):
+        return False
+    return (
+        upper in SECRET_VARIABLES
+        or upper.startswith(SECRET_VARIABLE_PREFIXES)
+        or upper.endswith(SECRET_VARIABLE_SUFFIXES)
+    )
+
+
+def scrub_environment(
+    env: Mapping[str, str], *, urls: Literal["strip", "drop"] = "strip"
+) -> dict[str, str]:
+    """``env`` without gridlrt's secrets: the :func:`is_secret_variable` variables are left
+    out, and a ``GRIDLRT_*`` value holding a URL with a userinfo (``GRIDLRT_POOL=
+    http://user:pw@host/db``) loses it (``urls="strip"``) or is left out (``urls="drop"``)."""
+    if urls not in ("strip", "drop"):
+        raise ValueError(f"urls must be 'strip' or 'drop', not {urls!r}")
+    clean: dict[str, str] = {}
+    for name, value in env.items():
+        if is_secret_variable(name):
+            continue
+        if name.upper().startswith(ENV_PREFIX) and _userinfo_span(value) is not None:
+            if urls == "drop":
+                continue
+            value = url_credentials(value).url
+        clean[name] = value
+    return clean

@@ -16,16 +16,16 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import requests
 from pydantic import BaseModel
 
-from gridlrt.config import Settings, redact_url
+from gridlrt.config import Settings, redact_url, url_credentials
 from gridlrt.credentials import read_key_value_file
+from gridlrt.worker.environment import payload_environment
 
 MIN_PYTHON = (3, 11)
 MEASURES_DEFAULT = Path("/usr/share/casacore/data")
@@ -139,11 +139,10 @@ def find_dp3() -> Path | None:
     return None
 
 
-def dp3_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment gridlrt runs DP3 with: OpenBLAS single-threaded, as DP3 demands."""
-    env = dict(os.environ if base is None else base)
-    env["OPENBLAS_NUM_THREADS"] = "1"
-    return env
+def dp3_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment gridlrt runs DP3 with: OpenBLAS single-threaded, as DP3 demands, and
+    no gridlrt secret (:func:`gridlrt.worker.environment.payload_environment`)."""
+    return payload_environment(base)
 
 
 def check_dp3() -> list[Check]:
@@ -248,7 +247,7 @@ def check_measures_data(candidates: Sequence[Path] | None = None) -> Check:
 def check_pool(settings: Settings) -> list[Check]:
     shown = redact_url(settings.pool)
     rows: list[Check] = []
-    if urlsplit(settings.pool).password:
+    if url_credentials(settings.pool).password:
         rows.append(
             Check(
                 name="pool URL",

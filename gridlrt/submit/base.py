@@ -17,13 +17,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
+from gridlrt.config import scrub_environment
 from gridlrt.errors import SubmitError, SubmitterUnavailable
 from gridlrt.submit.model import JobState, PilotRequest, Submission
 
 log = logging.getLogger(__name__)
 
 CLI_TIMEOUT = 120.0
-SECRET_VARIABLES = frozenset({"GRIDLRT_POOL_USERNAME", "GRIDLRT_POOL_PASSWORD"})
 
 
 class Submitter(ABC):
@@ -43,8 +43,10 @@ class Submitter(ABC):
         self.members: dict[str, list[str]] = {}
         source = os.environ if env is None else env
         # Pilots read the pool credentials from a 0600 file; secrets given to this process
-        # in the environment stay here, out of batch jobs' environments.
-        self.env = {k: v for k, v in source.items() if k not in SECRET_VARIABLES}
+        # in the environment (pool and LTA passwords, credential file paths, a password in
+        # GRIDLRT_POOL) stay here, out of the client programs' and the pilots' environments
+        # (local pilots inherit it, and sbatch exports it to the job).
+        self.env = scrub_environment(source)
 
     @abstractmethod
     def prepare(self, request: PilotRequest) -> Submission:

@@ -132,9 +132,9 @@ def write_credentials(settings: Settings, path: Path) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode on open: private before writing
     with os.fdopen(fd, "w") as fh:
         fh.write(f"username={auth[0]}\npassword={auth[1]}\n")
-    path.chmod(0o600)
 
 
 def submit(
