@@ -553,6 +553,186 @@ def test_corrupted_upload_is_detected(webdav: WebDAV, tmp_path: Path, scheme: st
     assert final.read_bytes() == source.read_bytes()
 
 
+# --- temporaries: a failed copy removes its own, a finished one those of dead copies ---------
+
+
+class _FailingAfterWrite:
+    """A real gfal2 context whose ``filecopy`` writes the data to the temporary and then
+    raises ``fail()`` (Ctrl-C or an error arriving at the end of the transfer); its
+    ``unlink`` raises ``unlink_error`` when one is given."""
+
+    def __init__(self, ctx: Any, fail: Callable[[], BaseException], unlink_error: Exception | None):
+        self._ctx, self._fail, self._unlink_error = ctx, fail, unlink_error
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    def filecopy(self, params: Any, src: str, dst: str) -> None:
+        self._ctx.filecopy(params, src, dst)
+        if is_temp_name(dst.rsplit("/", 1)[-1]):
+            raise self._fail()
+
+    def unlink(self, url: str) -> None:
+        if self._unlink_error is not None:
+            raise self._unlink_error
+        self._ctx.unlink(url)
+
+
+FAILURES: dict[str, tuple[Callable[[], BaseException], type[BaseException]]] = {
+    "ctrl-c": (KeyboardInterrupt, KeyboardInterrupt),
+    "permission denied": (lambda: gfal2.GError("denied", errno.EACCES), StoragePermissionDenied),
+    "connection lost": (lambda: gfal2.GError("lost", errno.ECONNRESET), StorageUnavailable),
+}
+
+
+@pytest.mark.parametrize("failure", list(FAILURES))
+@pytest.mark.parametrize("scheme", ["file", "dav"])
+def test_a_failed_or_interrupted_copy_removes_its_temporary(
+    webdav: WebDAV, tmp_path: Path, scheme: str, failure: str
+) -> None:
+    fail, expected = FAILURES[failure]
+    source = tmp_path / "data.bin"
+    source.write_bytes(os.urandom(300_000))
+    url = remote(webdav, scheme, f"failed-{uuid4().hex[:8]}/data.bin", tmp_path)
+    store = Storage(
+        retries=1, sleep=lambda _s: None,
+        context_factory=lambda: _FailingAfterWrite(webdav.gfal2_context(), fail, None),
+    )  # fmt: skip
+    with pytest.raises(expected):
+        store.copy(source, url)
+    directory = local_of(webdav, url).parent
+    assert directory.exists()  # the data was written (to a temporary) ...
+    assert os.listdir(directory) == []  # ... and removed again
+
+
+@pytest.mark.parametrize("scheme", ["file", "dav"])
+def test_a_failing_clean_up_never_hides_the_error_and_the_next_copy_cleans(
+    webdav: WebDAV, tmp_path: Path, scheme: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = tmp_path / "data.bin"
+    source.write_bytes(os.urandom(100_000))
+    url = remote(webdav, scheme, f"masked-{uuid4().hex[:8]}/data.bin", tmp_path)
+    directory = local_of(webdav, url).parent
+    for unlink_error in (RuntimeError("unlink broke"), gfal2.GError("server gone", errno.EIO)):
+        store = Storage(
+            retries=0,
+            context_factory=lambda e=unlink_error: _FailingAfterWrite(  # type: ignore[misc]
+                webdav.gfal2_context(), lambda: gfal2.GError("denied", errno.EACCES), e
+            ),
+        )
+        with pytest.raises(StoragePermissionDenied, match="denied"):
+            store.copy(source, url)
+    assert "could not remove" in caplog.text and "unlink broke" in caplog.text
+    left = leftovers(directory)
+    assert len(left) == 2 and all(is_temp_name(name) for name in left)
+
+    # the next copy to the same destination (a retry of the token) takes them away
+    result = Storage().copy(source, url)
+    assert os.listdir(directory) == ["data.bin"]
+    assert "removed 2 temporary file(s) of earlier copies" in result.note
+    assert local_of(webdav, url).read_bytes() == source.read_bytes()
+
+
+@pytest.mark.parametrize("scheme", ["file", "dav", "davs"])
+def test_remove_stale_parts(webdav: WebDAV, store: Storage, tmp_path: Path, scheme: str) -> None:
+    base = remote(webdav, scheme, f"stale-{uuid4().hex[:8]}", tmp_path)
+    url = f"{base}/out.txt"
+    directory = local_of(webdav, url).parent
+    assert store.remove_stale_parts(url) == []  # no directory yet: nothing to remove
+    directory.mkdir(parents=True)
+    stale = ["out.txt.part-0123abcd", "out.txt.part-deadbeef"]
+    kept = [
+        "out.txt",  # the result itself
+        "out.txt.partial",  # not a temporary name
+        "out.txt.part-xyz",  # not 8 hex digits
+        "out.txt.part-0123abcd.part-00000000",  # a temporary of another destination
+        "other.txt.part-0123abcd",  # another destination's
+        "xout.txt.part-0123abcd",  # a name that only ends like ours
+    ]
+    for name in stale + kept:
+        (directory / name).write_text(name)
+    removed = store.remove_stale_parts(url)
+    assert sorted(removed) == [f"{url}.part-0123abcd", f"{url}.part-deadbeef"]
+    assert sorted(os.listdir(directory)) == sorted(kept)
+    assert store.remove_stale_parts(url) == []
+
+    # a finished atomic copy does the same for its destination, and only for it
+    for name in stale:
+        (directory / name).write_text(name)
+    (directory / "other.txt.part-deadbeef").write_text("other")
+    source = tmp_path / "out.txt"
+    source.write_text("result\n")
+    result = store.copy(source, url)
+    assert result.atomic and "removed 2 temporary file(s)" in result.note
+    assert sorted(os.listdir(directory)) == sorted([*kept, "other.txt.part-deadbeef"])
+    assert (directory / "out.txt").read_text() == "result\n"
+    # no clean-up when asked not to
+    (directory / stale[0]).write_text("x")
+    store.copy(source, url, clean_parts=False)
+    assert stale[0] in os.listdir(directory)
+
+
+@pytest.mark.parametrize("scheme", ["file", "dav"])
+def test_copy_many_removes_stale_parts_with_one_listing_per_directory(
+    webdav: WebDAV, store: Storage, tmp_path: Path, scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = remote(webdav, scheme, f"stale-many-{uuid4().hex[:8]}", tmp_path)
+    directory = local_of(webdav, base)
+    directory.mkdir(parents=True)
+    sources = []
+    for i in range(5):
+        (directory / f"f{i}.txt.part-{i:08x}").write_text("left by a killed copy")
+        sources.append(tmp_path / f"f{i}.txt")
+        sources[-1].write_text(f"file {i}\n")
+    (directory / "other.txt.part-00000000").write_text("not ours")
+    listed: list[str] = []
+    real_listdir = store.listdir
+
+    def counting_listdir(url: Any) -> list[str]:
+        listed.append(str(url))
+        return real_listdir(url)
+
+    monkeypatch.setattr(store, "listdir", counting_listdir)
+    store.copy_many([(src, f"{base}/{src.name}") for src in sources])
+    assert sorted(os.listdir(directory)) == sorted(
+        [src.name for src in sources] + ["other.txt.part-00000000"]
+    )
+    assert listed == [base]
+
+
+def test_remove_stale_parts_with_special_names(
+    webdav: WebDAV, store: Storage, tmp_path: Path
+) -> None:
+    """Percent-encoded names on WebDAV; a query string URL (no temporaries are made) is left."""
+    rel = f"stale-{uuid4().hex[:8]}"
+    (webdav.root / rel).mkdir()
+    (webdav.root / rel / "a b.txt.part-0123abcd").write_text("x")
+    url = webdav.dav_url(f"{rel}/a%20b.txt")
+    assert store.remove_stale_parts(url) == [f"{url}.part-0123abcd"]
+    assert os.listdir(webdav.root / rel) == []
+    assert store.remove_stale_parts(webdav.http_url(f"{rel}/x?version=2")) == []
+
+
+def test_bytes_written_counts_only_the_threads_of_its_batch(tmp_path: Path) -> None:
+    """copy_many's progress: batch ``gridlrt-copy-1`` must not count ``gridlrt-copy-12``'s
+    threads (nor a thread whose name merely starts the same)."""
+    store = Storage()
+    sizes = {
+        "gridlrt-copy-1_0": 1,
+        "gridlrt-copy-1_3": 10,
+        "gridlrt-copy-12_0": 100,
+        "gridlrt-copy-1_x": 1000,
+        "gridlrt-copy-10": 10_000,
+        "gridlrt-copy-1": 100_000,
+    }
+    for index, (thread, size) in enumerate(sizes.items()):
+        path = tmp_path / f"f{index}"
+        path.write_bytes(b"x" * size)
+        store._writing[thread] = path
+    assert store._bytes_written("gridlrt-copy-1") == 11
+    assert store._bytes_written("gridlrt-copy-12") == 100
+
+
 # --- namespace operations and typed errors -------------------------------------------------
 
 
@@ -710,7 +890,10 @@ def test_bring_online_arguments_and_answers() -> None:
     assert calls[0] == ("bring_online", surls, 3600, 86400, True)
     assert first.token == "token-42"
     assert first.online == {surls[0]: True, surls[1]: False}
-    assert StorageNotFound.__name__ and "no such file" in first.errors[surls[2]]
+    missing = storage_error("bring_online", surls[2], errno.ENOENT, "no such file")
+    assert isinstance(missing, StorageNotFound)
+    assert first.errors[surls[2]] == str(missing)
+    assert "no such file" in first.errors[surls[2]]
     polled = store.bring_online_poll(surls, first.token)
     assert calls[1] == ("bring_online_poll", surls, "token-42")
     assert polled.online == {surls[0]: True, surls[1]: False, surls[2]: True}

@@ -28,6 +28,7 @@ machine without a grid, so only their URL handling is tested here.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import os
@@ -42,7 +43,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from os import PathLike
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from gridlrt import __version__
 from gridlrt.config import redact_url
@@ -65,7 +66,15 @@ from gridlrt.storage.models import (
     TransferResult,
     Verified,
 )
-from gridlrt.storage.urls import endpoint, local_path, scheme_of, temp_url, to_url
+from gridlrt.storage.urls import (
+    TEMP_MARKER,
+    endpoint,
+    is_temp_name,
+    local_path,
+    scheme_of,
+    temp_url,
+    to_url,
+)
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +162,13 @@ def _local_file_mode(src: str, dst: str) -> None:
 def _label(urls: list[str]) -> str:
     """How a request about many URLs is named in an error message."""
     return urls[0] if len(urls) == 1 else f"{urls[0]} (and {len(urls) - 1} more)"
+
+
+def _in_pool(thread_name: str, prefix: str) -> bool:
+    """True if ``thread_name`` is a thread of the pool made with ``thread_name_prefix=prefix``
+    (``<prefix>_<n>``)."""
+    head, underscore, number = thread_name.rpartition("_")
+    return head == prefix and bool(underscore) and number.isdigit()
 
 
 def _same_checksum(a: str, b: str) -> bool:
@@ -505,14 +521,56 @@ class Storage:
                 raise storage_error("copy", (src, shown), exc.code, exc.message) from exc
 
     def _discard(self, url: str) -> None:
-        """Best effort removal of a temporary or broken copy (no retries, never raises)."""
-        gfal2 = gfal2_module()
+        """Best effort removal of a temporary or broken copy (no retries, never raises: it
+        runs while another error is on its way to the caller, which it must not replace)."""
         try:
             with self._context() as ctx:
                 ctx.unlink(url)
-        except gfal2.GError as exc:
-            if exc.code != 2:
-                log.warning("could not remove %s: %s", redact_url(url), exc.message)
+        except Exception as exc:  # best effort, whatever went wrong (a gfal2 error or not)
+            if getattr(exc, "code", None) != errno.ENOENT:
+                message = str(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
+                shown = redact_url(url)
+                log.warning("could not remove %s: %s", shown, message.replace(url, shown))
+
+    def remove_stale_parts(self, url: Location) -> list[str]:
+        """Delete the temporaries that earlier, killed copies to ``url`` left beside it
+        (``<name>.part-<hex>``, as :func:`~gridlrt.storage.urls.temp_url` names them);
+        returns their URLs.
+
+        Only siblings named exactly ``<basename of url>.part-`` + 8 hex digits are touched
+        (``a.txt.part-0123abcd``, not ``a.txt.partial`` or ``b.txt.part-0123abcd``). Call it
+        when nothing else may be writing ``url`` (a token is held by one pilot at a time):
+        a temporary of a copy still in progress would go too. A missing parent directory
+        means nothing to remove; other failures raise.
+        """
+        return self._remove_stale_parts([self._checked(url)])
+
+    def _remove_stale_parts(self, targets: Sequence[str]) -> list[str]:
+        """:meth:`remove_stale_parts` for many URLs, listing each parent directory once."""
+        wanted: dict[str, dict[str, str]] = {}  # parent -> name as listed -> target
+        for target in targets:
+            if temp_url(target) is None or target.endswith("/"):
+                continue  # no temporaries are made for this URL's shape
+            parent, name = target.rsplit("/", 1)
+            if parent.endswith(":/"):  # file:///name: the root directory
+                parent += "/"
+            names = wanted.setdefault(parent, {})
+            names[name] = names[unquote(name)] = target
+        removed: list[str] = []
+        for parent, names in wanted.items():
+            try:
+                listed = self.listdir(parent)
+            except StorageNotFound:
+                continue
+            for candidate in listed:
+                head, marker, tail = candidate.rpartition(TEMP_MARKER)
+                if not is_temp_name(candidate) or head not in names:
+                    continue
+                stale = f"{names[head]}{marker}{tail}"
+                if self.delete(stale, missing_ok=True):
+                    log.info("removed %s, left by an earlier copy", redact_url(stale))
+                    removed.append(stale)
+        return removed
 
     def copy(
         self,
@@ -525,6 +583,7 @@ class Storage:
         retries: int | None = None,
         atomic: bool = True,
         checksum: bool = True,
+        clean_parts: bool = True,
     ) -> TransferResult:
         """Copy ``src`` to ``dst``, creating missing parent directories.
 
@@ -534,6 +593,11 @@ class Storage:
         :param retries: extra attempts after transient failures (default: ``retries``).
         :param atomic: write ``<dst>.part-<hex>``, verify, then rename to ``dst``.
         :param checksum: also compare checksums, not only sizes.
+        :param clean_parts: after an atomic copy, remove the ``<dst>.part-<hex>`` files that
+            earlier, killed copies to ``dst`` left (:meth:`remove_stale_parts`; best effort).
+
+        A copy that fails or is interrupted (any exception, Ctrl-C included) removes its own
+        temporary, as far as the endpoint still answers, and raises the original error.
         """
         a, b = self._checked(src), self._checked(dst)
         if a == b:
@@ -603,6 +667,16 @@ class Storage:
             raise
         elapsed = time.monotonic() - started
         _local_file_mode(a, b)
+        if temp is not None and clean_parts:
+            try:
+                stale = self.remove_stale_parts(b)
+            except StorageError as err:
+                log.warning(
+                    "could not remove what earlier copies left beside %s: %s", redact_url(b), err
+                )
+            else:
+                if stale:
+                    notes.append(f"removed {len(stale)} temporary file(s) of earlier copies")
         log.info(
             "copied %s -> %s (%d bytes, %.1f MB/s, verified %s)",
             redact_url(a), redact_url(b), size, size / max(elapsed, 1e-9) / 1e6, how,
@@ -657,7 +731,7 @@ class Storage:
             futures: dict[Future[TransferResult], int] = {
                 pool.submit(
                     self.copy, s, d, overwrite=overwrite, verify=verify,
-                    timeout=timeout, retries=retries,
+                    timeout=timeout, retries=retries, clean_parts=False,
                 ): i
                 for i, (s, d) in enumerate(todo)
             }  # fmt: skip
@@ -707,6 +781,12 @@ class Storage:
                 self.cancel()
                 raise
         done = [r for r in results if r is not None]
+        # what killed copies to these destinations left: one listing per directory
+        landed = [todo[i][1] for i, r in enumerate(results) if r is not None and r.atomic]
+        try:
+            self._remove_stale_parts(landed)
+        except StorageError as err:
+            log.warning("could not remove what earlier copies left beside the results: %s", err)
         if failures:
             first = failures[0][2]
             raise TransfersFailed(
@@ -717,9 +797,11 @@ class Storage:
         return done
 
     def _bytes_written(self, prefix: str) -> int:
-        """Bytes so far in the local files that threads named ``prefix*`` are writing."""
+        """Bytes so far in the local files that the threads of the pool named ``prefix`` are
+        writing: ``<prefix>_<n>``, as :class:`ThreadPoolExecutor` names them (so batch
+        ``gridlrt-copy-1`` does not count the threads of ``gridlrt-copy-12``)."""
         with self._lock:
-            paths = [p for name, p in self._writing.items() if name.startswith(prefix)]
+            paths = [p for name, p in self._writing.items() if _in_pool(name, prefix)]
         written = 0
         for path in paths:
             with contextlib.suppress(OSError):
