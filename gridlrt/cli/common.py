@@ -50,9 +50,8 @@ def duration(
         least = "0 or more" if zero else "more than 0"
         raise InputError(f"{option} {text!r}: must be {least}, e.g. {example}")
     if seconds < minimum and not (zero and seconds == 0):
-        raise InputError(
-            f"{option} {text!r}: must be at least {format_duration(minimum)}, e.g. {example}"
-        )
+        least = f"{minimum:g}s" if minimum < 60 else format_duration(minimum)
+        raise InputError(f"{option} {text!r}: must be at least {least}, e.g. {example}")
     return seconds
 
 

@@ -257,9 +257,6 @@ def submit_command(
     worker_args += ["--output-root", root]
     config = resolve_step(step, steps_dir)  # before any pilot: a typo fails here, not on nodes
     with open_pool(chosen) as opened:
-        first = next(iter(opened.tokens(TokenStatus.TODO, step)), None)
-        if first is not None:
-            validate_step(config, first, storage_root=root, step_dir=steps_dir)
         if requested is None:
             cap = maximum or chosen.max_pilots
             requested = auto_count(opened, step, cap)
@@ -279,6 +276,9 @@ def submit_command(
             steps_dir=steps_dir,
             run_dir=run_dir,
         )
+        first = next(iter(opened.tokens(TokenStatus.TODO, step)), None)
+        if first is not None:  # the templates, filled as a pilot will fill them
+            validate_step(config, first, storage_root=root, step_dir=steps_dir)
         if dry_run:
             _show_plan(submission.files, submission.command, submission.request.run_dir)
             if submission.request.credentials_file is not None:

@@ -23,8 +23,9 @@ from gridlrt.worker.steps import StepConfig, resolve_step
 
 worker_app = typer.Typer(help="Run a pilot on this node.", no_args_is_help=True)
 
-#: The shortest heartbeat: each one writes the token, so a shorter one floods the pool.
-MIN_HEARTBEAT = 1.0
+#: The shortest heartbeat: each one writes the token, so a shorter one floods the pool (0
+#: wrote thousands of revisions of one token in seconds). Tests use sub-second ones.
+MIN_HEARTBEAT = 0.1
 
 
 def step_resolver(steps_dir: Path | None) -> Callable[[str], StepConfig]:
@@ -78,9 +79,9 @@ def run(
         str,
         typer.Option(
             "--heartbeat",
-            help="Interval of the liveness signal to the pool (at least 1s). `gridlrt tokens "
-            "recover --stale-after` must be several times longer, or it takes tokens from "
-            "live pilots.",
+            help="Interval of the liveness signal to the pool (at least 0.1s; each one writes "
+            "the token, so keep real runs at tens of seconds). `gridlrt tokens recover "
+            "--stale-after` must be several times longer, or it takes tokens from live pilots.",
         ),
     ] = "30s",
     workdir: Annotated[
