@@ -44,12 +44,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from gridlrt.doctor import dp3_environment, find_dp3
+from gridlrt.doctor import find_dp3
 from gridlrt.errors import GridlrtError, InputError, LostClaim, PoolUnavailable
 from gridlrt.sandbox.extract import extract_tarball
 from gridlrt.storage import Storage, TransferResult
 from gridlrt.tokens import PilotInfo, Token, TokenPool, TokenStatus
 from gridlrt.tokens.model import UploadResult
+from gridlrt.worker.environment import payload_environment
 from gridlrt.worker.payload import log_tail, run_payload
 from gridlrt.worker.plan import TokenPlan, plan_token
 from gridlrt.worker.steps import StepConfig
@@ -355,7 +356,7 @@ class Pilot:
             plan.argv,
             cwd=plan.workdir,
             log_path=plan.workdir / "payload.log",
-            env=dp3_environment(),
+            env=payload_environment(),  # no gridlrt secret reaches a payload
             timeout=plan.timeout,
             grace=self.options.grace,
             stop=lost,
