@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
-from gridlrt.config import ENV_PREFIX, Settings
+from gridlrt.config import ENV_PREFIX, Settings, url_credentials
 from gridlrt.errors import CredentialsError
 
 
@@ -80,7 +79,7 @@ def couchdb_auth(settings: Settings) -> tuple[str, str] | None:
                 f"{settings.pool_credentials} needs username=... and password=... lines"
             )
         return values["username"], values["password"]
-    parts = urlsplit(settings.pool)
-    if parts.username and parts.password:
-        return unquote(parts.username), unquote(parts.password)
+    found = url_credentials(settings.pool)  # also a password with a raw '#', '?' or '/'
+    if found.username and found.password:
+        return found.username, found.password
     return None

@@ -51,13 +51,18 @@ class Outage:
 
     what: str
     _since: float | None = None
+    _level: int = logging.INFO
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def failed(self, problem: str, patience: float) -> None:
         with self._lock:
             if self._since is None:
                 self._since = time.monotonic()
-                log.warning(
+                # worth a warning where it is ridden out (a pilot); a command that gives up
+                # after a few seconds says so in its one error line instead
+                self._level = logging.WARNING if patience > 0 else logging.INFO
+                log.log(
+                    self._level,
                     "%s unreachable (%s); retrying for up to %.0f s",
                     self.what,
                     problem,
@@ -71,8 +76,11 @@ class Outage:
             return
         with self._lock:
             if self._since is not None:
-                log.warning(
-                    "%s reachable again after %.0f s", self.what, time.monotonic() - self._since
+                log.log(
+                    self._level,
+                    "%s reachable again after %.0f s",
+                    self.what,
+                    time.monotonic() - self._since,
                 )
                 self._since = None
 

@@ -56,3 +56,14 @@ def test_couchdb_auth_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("GRIDLRT_POOL_PASSWORD")
     with pytest.raises(CredentialsError, match=r"needs username=\.\.\. and password=\.\.\."):
         couchdb_auth(load_settings(pool=pool, pool_credentials=cred))
+
+
+@pytest.mark.parametrize("password", ["p#ss", "p?ss", "p/ss", "p@ss", "a#b?c/d@e"])
+def test_couchdb_auth_reads_a_raw_password_from_the_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, password: str
+) -> None:
+    monkeypatch.delenv("GRIDLRT_POOL_USERNAME", raising=False)
+    monkeypatch.delenv("GRIDLRT_POOL_PASSWORD", raising=False)
+    pool = f"http://ann:{password}@127.0.0.1:5984/tokens"
+    settings = load_settings(pool=pool, pool_credentials=tmp_path / "absent.cred")
+    assert couchdb_auth(settings) == ("ann", password)

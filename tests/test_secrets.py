@@ -305,3 +305,16 @@ def test_pilots_and_payloads_started_by_submit_hold_no_secret(
         gridlrt(env, "jobs", "cancel", record["id"], check=False)
         wait_jobs_finished(env, record["id"], timeout=120)
     assert pool.overview().total(TokenStatus.TODO, "slow") == 1  # the pilot put it back
+
+
+def test_an_output_root_with_a_password_is_refused_before_any_pilot(tmp_path: Path) -> None:
+    """--output-root is passed to every pilot on its command line: a password in it would be
+    in every job's argv (and JDL), so submit refuses it in one line, without showing it."""
+    pool = f"sqlite:///{tmp_path / 'pool.sqlite'}"
+    env = cli_env(tmp_path, GRIDLRT_POOL=pool)
+    gridlrt(env, "pool", "init")
+    root = "davs://ann:s3cr#t@webdav.example.org:2880/lofar"
+    result = gridlrt(env, *_dry_run(tmp_path), "--output-root", root, check=False)
+    assert result.returncode != 0
+    assert "holds a password" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "s3cr" not in result.stdout + result.stderr

@@ -14,6 +14,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from gridlrt.cli.common import PoolOption, console, duration, err_console, settings
+from gridlrt.config import redact_url, url_credentials
 from gridlrt.durations import format_duration
 from gridlrt.errors import GridlrtError, InputError
 from gridlrt.submit.model import JobRecord, JobState, Resources
@@ -253,6 +254,12 @@ def submit_command(
         raise InputError(
             f"outputs would go to {root} on each worker node; give --output-root davs://... "
             "or srm://... (or set storage_root) so results land on grid storage"
+        )
+    if url_credentials(root).password:
+        raise InputError(
+            f"the output root {redact_url(root)} holds a password, which would travel in every "
+            "pilot's command line; give the URL without it (storage credentials come from the "
+            "node's grid proxy or token)"
         )
     worker_args += ["--output-root", root]
     config = resolve_step(step, steps_dir)  # before any pilot: a typo fails here, not on nodes
