@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.services.couchdb",
+    "tests.services.pools",
     "tests.services.webdav",
     "tests.services.slurm",
     "tests.services.measurement_sets",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,22 +13,9 @@ from gridlrt.errors import LostClaim, MalformedToken, RecordNotFound, TokenNotFo
 from gridlrt.tokens import PilotInfo, Token, TokenPool, TokenStatus, new_token
 from gridlrt.tokens.couchdb import CouchDBPool
 from gridlrt.tokens.sqlite import SQLitePool
-from tests.services.couchdb import CouchDB
 
 ANN = PilotInfo(pilot="pilot-ann", host="wn1.grid.sara.nl", job_id="1234_5")
 BOB = PilotInfo(pilot="pilot-bob", host="wn2.grid.sara.nl")
-
-
-@pytest.fixture(params=["sqlite", "couchdb"])
-def pool(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TokenPool]:
-    if request.param == "sqlite":
-        made: TokenPool = SQLitePool(tmp_path / "pool.sqlite")
-    else:
-        server: CouchDB = request.getfixturevalue("couchdb")
-        made = CouchDBPool(f"{server.url}/contract_{time.time_ns()}")
-    made.init()
-    yield made
-    made.close()
 
 
 def put_raw(pool: TokenPool, doc: dict[str, object]) -> None:

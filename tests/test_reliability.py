@@ -10,11 +10,8 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
-
-import pytest
 
 from gridlrt.errors import StorageError
 from gridlrt.storage import Storage, TransferResult
@@ -25,22 +22,10 @@ from gridlrt.worker.pilot import Pilot, PilotOptions
 from gridlrt.worker.steps import StepConfig, load_step
 from gridlrt.worker.workdirs import OWNER_FILE, attempt_dir, clean_dead
 from tests.gridlrt_cli import cli_env, gridlrt
-from tests.services.couchdb import CouchDB, start_pouchdb_server
+from tests.services.couchdb import start_pouchdb_server
 
 GRIDLRT = str(Path(sys.executable).with_name("gridlrt"))
 ANN = PilotInfo(pilot="pilot-ann", host="wn1")
-
-
-@pytest.fixture(params=["sqlite", "couchdb"])
-def pool(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TokenPool]:
-    if request.param == "sqlite":
-        made: TokenPool = SQLitePool(tmp_path / "pool.sqlite")
-    else:
-        server: CouchDB = request.getfixturevalue("couchdb")
-        made = CouchDBPool(f"{server.url}/reliability_{time.time_ns()}")
-    made.init()
-    yield made
-    made.close()
 
 
 def command_step(tmp_path: Path, name: str, script: str, max_attempts: int = 2) -> StepConfig:
