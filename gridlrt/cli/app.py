@@ -15,6 +15,7 @@ from gridlrt import __version__
 from gridlrt.cli.common import err_console
 from gridlrt.cli.demo import demo_command
 from gridlrt.cli.doctor import doctor_command
+from gridlrt.cli.helpfmt import use_plain_metavars
 from gridlrt.cli.ms import ms_app
 from gridlrt.cli.sandbox import sandbox_app
 from gridlrt.cli.stage import stage_app
@@ -114,6 +115,7 @@ def _usage_error(err: Exception) -> NoReturn:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user errors become one line on stderr and exit 1 (usage
     errors 2); Ctrl-C prints ``interrupted`` and exits 130."""
+    use_plain_metavars()  # `--dry-run`, not `--dry-run <bool>`
     try:
         # Not standalone: typer would turn Ctrl-C into a silent exit 130 (newer versions) or
         # "Aborted!" and exit 1 (older ones), and print usage errors as a box.
