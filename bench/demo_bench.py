@@ -25,9 +25,9 @@ from worker_bench import machine
 
 from gridlrt.config import load_settings
 from gridlrt.demo import DemoSpec, make_observation, run_demo
-from gridlrt.doctor import find_dp3
 from gridlrt.sandbox.bundle import build_pilot_sandbox
 from gridlrt.tokens import open_pool
+from gridlrt.worker.dp3 import find_dp3
 
 
 def main() -> None:

@@ -68,12 +68,12 @@ sys.path.insert(0, str(REPO))
 
 from gridlrt.cli.worker import step_resolver  # noqa: E402
 from gridlrt.config import load_settings  # noqa: E402
-from gridlrt.doctor import dp3_environment, find_dp3  # noqa: E402
 from gridlrt.storage import Storage, TransferResult  # noqa: E402
 from gridlrt.tokens import PilotInfo, Token, TokenStatus, new_token, open_pool  # noqa: E402
 from gridlrt.tokens.sqlite import SQLitePool  # noqa: E402
+from gridlrt.worker.dp3 import dp3_environment, find_aoflagger_strategy, find_dp3  # noqa: E402
 from gridlrt.worker.pilot import Pilot, PilotOptions  # noqa: E402
-from gridlrt.worker.plan import TokenPlan, find_aoflagger_strategy, plan_token  # noqa: E402
+from gridlrt.worker.plan import TokenPlan, plan_token  # noqa: E402
 from gridlrt.worker.steps import StepConfig, load_step  # noqa: E402
 from gridlrt.worker.synthetic_ms import SyntheticMSSpec, make_synthetic_ms  # noqa: E402
 

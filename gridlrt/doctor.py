@@ -16,7 +16,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from gridlrt.config import Settings, redact_url, url_credentials
 from gridlrt.credentials import read_key_value_file
-from gridlrt.worker.environment import payload_environment
+from gridlrt.worker.dp3 import dp3_version, find_dp3
 
 MIN_PYTHON = (3, 11)
 MEASURES_DEFAULT = Path("/usr/share/casacore/data")
@@ -127,24 +127,6 @@ def check_gfal2(
 # --- DP3 and casacore ---------------------------------------------------------------------
 
 
-def find_dp3() -> Path | None:
-    """The DP3 executable: ``DP3.py`` (pip wheel), ``DP3`` or ``NDPPP`` on PATH or beside Python."""
-    for name in ("DP3.py", "DP3", "NDPPP"):
-        beside = Path(sys.executable).with_name(name)
-        if beside.exists():
-            return beside
-        found = shutil.which(name)
-        if found:
-            return Path(found)
-    return None
-
-
-def dp3_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment gridlrt runs DP3 with: OpenBLAS single-threaded, as DP3 demands, and
-    no gridlrt secret (:func:`gridlrt.worker.environment.payload_environment`)."""
-    return payload_environment(base)
-
-
 def check_dp3() -> list[Check]:
     exe = find_dp3()
     if exe is None:
@@ -157,23 +139,15 @@ def check_dp3() -> list[Check]:
             )
         ]
     try:
-        run = subprocess.run(  # noqa: S603 - fixed argv, no user data
-            [str(exe), "-v"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=dp3_environment(),
-            check=False,
-        )
+        version = dp3_version(exe)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return [Check(name="DP3", status=Status.FAIL, detail=f"{exe} does not run: {exc}")]
-    version = (run.stdout or run.stderr).strip().splitlines()[:1]
     rows = [
         Check(
             name="DP3",
-            status=Status.OK if run.returncode == 0 else Status.FAIL,
-            detail=f"{exe}: {version[0] if version else 'no output'}",
-            fix=None if run.returncode == 0 else "reinstall dp3; run it by hand to see why",
+            status=Status.OK if version.ok else Status.FAIL,
+            detail=f"{exe}: {version.line or 'no output'}",
+            fix=None if version.ok else "reinstall dp3; run it by hand to see why",
         )
     ]
     own = os.environ.get("OPENBLAS_NUM_THREADS")

@@ -23,11 +23,11 @@ from uuid import uuid4
 import pytest
 
 from gridlrt.config import is_secret_variable, scrub_environment
-from gridlrt.doctor import dp3_environment
 from gridlrt.submit.local import LocalSubmitter
 from gridlrt.submit.slurm import SlurmSubmitter
 from gridlrt.tokens import TokenStatus, new_token
 from gridlrt.tokens.couchdb import CouchDBPool
+from gridlrt.worker.dp3 import dp3_environment
 from gridlrt.worker.environment import payload_environment
 from tests.gridlrt_cli import cli_env, gridlrt, slow_step, wait_jobs_finished
 from tests.services.couchdb import SecuredCouchDB

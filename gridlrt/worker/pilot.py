@@ -44,12 +44,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from gridlrt.doctor import find_dp3
 from gridlrt.errors import GridlrtError, InputError, LostClaim, PoolUnavailable
 from gridlrt.sandbox.extract import extract_tarball
 from gridlrt.storage import Storage, TransferResult
 from gridlrt.tokens import PilotInfo, Token, TokenPool, TokenStatus
 from gridlrt.tokens.model import UploadResult
+from gridlrt.worker.dp3 import find_dp3
 from gridlrt.worker.environment import payload_environment
 from gridlrt.worker.payload import log_tail, run_payload
 from gridlrt.worker.plan import TokenPlan, plan_token

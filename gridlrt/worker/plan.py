@@ -13,7 +13,6 @@ overridden by the token's ``parameters`` and by top-level token fields (PiCaS st
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from gridlrt.errors import InputError
 from gridlrt.lofar_names import ms_name_in_archive, name_fields
 from gridlrt.storage.templates import render_url
 from gridlrt.tokens.model import Token
+from gridlrt.worker.dp3 import default_dp3, find_aoflagger_strategy
 from gridlrt.worker.steps import StepConfig
 
 TOKEN_OWN_FIELDS = frozenset(Token.model_fields) | {"_id", "_rev", "_attachments"}
@@ -56,15 +56,6 @@ class TokenPlan(BaseModel):
     freqstep: int = 1
     timestep: int = 1
     fields: dict[str, str]
-
-
-def find_aoflagger_strategy(name: str = "lofar-default.lua") -> Path | None:
-    """The AOFlagger strategy shipped inside the DP3 wheel (``DP3.libs/aoflagger/strategies``)."""
-    for base in map(Path, sys.path):
-        candidate = base / "DP3.libs" / "aoflagger" / "strategies" / name
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def token_parameters(step: StepConfig, token: Token) -> dict[str, Any]:
@@ -136,7 +127,7 @@ def plan_token(
     if step.kind == "dp3":
         assert step.parset is not None
         parset = templating.render(step.parset.strip() + "\n", fields, where=f"{where} parset")
-        argv = [str(dp3 or Path(sys.executable).with_name("DP3.py")), str(workdir / "step.parset")]
+        argv = [str(dp3 or default_dp3()), str(workdir / "step.parset")]
     else:
         assert step.command is not None
         argv = [templating.render(arg, fields, where=f"{where} command") for arg in step.command]
