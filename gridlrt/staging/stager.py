@@ -4,9 +4,9 @@ Owns the shared :class:`StagingState` enum, the :class:`Progress`/:class:`Stagin
 answers, the :class:`StagingRequest` record, the batching plan (:func:`plan_requests`) and the
 abstract :class:`Stager` with what every backend shares — splitting a list into requests,
 waiting with a progress callback, and retrying transient errors with backoff
-(:meth:`Stager._retry`). Each protocol lives in its own small module
-(:mod:`~gridlrt.staging.lta_v1`, :mod:`~gridlrt.staging.stageit`) and implements the five
-primitive operations: submit one request, state, progress, staged SURLs, abort.
+(:meth:`Stager._retry`, over :func:`gridlrt.retry.retry`). Each protocol lives in its own
+small module (:mod:`~gridlrt.staging.lta_v1`, :mod:`~gridlrt.staging.stageit`) and implements
+the five primitive operations: submit one request, state, progress, staged SURLs, abort.
 
 Requests are split **per site** (one request never mixes SARA, Jülich and Poznań files: the
 archive stages each request at one location) and into at most ``max_files`` SURLs each
@@ -20,10 +20,9 @@ then queues the extra requests, it does not refuse them.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import ClassVar, Literal, TypeVar
@@ -31,6 +30,7 @@ from typing import ClassVar, Literal, TypeVar
 from pydantic import BaseModel, Field
 
 from gridlrt.errors import StagerUnavailable, StagingError, StagingTimeout
+from gridlrt.retry import Backoff, retry
 from gridlrt.staging.ranges import format_ranges
 from gridlrt.staging.surl import SURL, group_by_site
 
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_FILES_PER_REQUEST = 1000
 MAX_FILES_IN_FLIGHT = 5000
+BACKOFF_CAP = 8.0  # seconds: the longest wait between two tries of one call
 Protocol = Literal["v1", "stageit"]
 PROTOCOLS: tuple[Protocol, ...] = ("v1", "stageit")
 T = TypeVar("T")
@@ -356,32 +357,18 @@ class Stager(ABC):
         """Run ``call``; when ``transient(exc)`` names a transient problem, retry with backoff.
 
         ``transient`` returns a short description of a retryable problem, or ``None`` for an
-        exception that must propagate at once.
+        exception that must propagate at once. ``retries`` tries in all, the first wait about
+        ``backoff`` seconds, doubling up to :data:`BACKOFF_CAP` (:class:`~gridlrt.retry.Backoff`).
         """
-        problem = ""
-        for attempt in range(self.retries):
-            try:
-                return call()
-            except Exception as exc:
-                reason = transient(exc)
-                if reason is None:
-                    raise
-                problem = reason
-            if attempt + 1 < self.retries:
-                delay = min(8.0, self.backoff * 2**attempt) * (0.5 + random.random())
-                log.info("%s: %s; retrying in %.1f s", what, problem, delay)
-                time.sleep(delay)
-        raise StagerUnavailable(
-            f"LTA stager {self.service} unreachable after {self.retries} attempts ({problem}); "
-            "check your network, or the LTA status page, and try again later"
-        )
 
+        def retrying(problem: str, _attempt: int, delay: float) -> None:
+            log.info("%s: %s; retrying in %.1f s", what, problem, delay)
 
-def summarize(reports: Iterable[StagingReport]) -> Progress:
-    """Files over several requests (unknown counts as 0)."""
-    total = done = failed = 0
-    for report in reports:
-        total += report.progress.total or 0
-        done += report.progress.done or 0
-        failed += report.progress.failed
-    return Progress(total=total, done=done, failed=failed)
+        def gave_up(problem: str, attempts: int) -> StagerUnavailable:
+            return StagerUnavailable(
+                f"LTA stager {self.service} unreachable after {attempts} attempts ({problem}); "
+                "check your network, or the LTA status page, and try again later"
+            )
+
+        backoff = Backoff(tries=self.retries, base=self.backoff, cap=BACKOFF_CAP)
+        return retry(call, backoff, transient=transient, gave_up=gave_up, on_retry=retrying)

@@ -3,9 +3,9 @@
 What it adds to gfal2:
 
 * typed, one-line errors naming the URL and the cause (:mod:`gridlrt.storage.errors`);
-* retries with exponential backoff and jitter on transient failures (timeouts, refused or
-  lost connections, a copy that fails verification), never on "no such file" or
-  "permission denied";
+* retries with exponential backoff and jitter (:mod:`gridlrt.retry`) on transient failures
+  (timeouts, refused or lost connections, a copy that fails verification), never on "no
+  such file" or "permission denied";
 * verified copies: sizes always, adler32 where both ends answer it (file:// does, many
   WebDAV servers do not: then the result says ``verified="size"``);
 * atomic copies: the data goes to ``<dst>.part-<hex>`` next to the destination, is verified,
@@ -32,7 +32,6 @@ import errno
 import itertools
 import logging
 import os
-import random
 import signal
 import stat as statmodule
 import threading
@@ -58,6 +57,7 @@ from gridlrt.errors import (
     TransfersFailed,
     VerificationError,
 )
+from gridlrt.retry import Backoff, retry
 from gridlrt.storage.errors import is_transient, storage_error
 from gridlrt.storage.models import (
     BringOnlineResult,
@@ -89,6 +89,11 @@ CHECKSUM_TYPE = "ADLER32"
 COPY_BUFFER = 1024 * 1024
 PROGRESS_INTERVAL = 0.5
 _BATCHES = itertools.count(1)
+
+
+def _transient(exc: Exception) -> str | None:
+    """The one-line error of a storage failure worth a retry, else None."""
+    return str(exc) if isinstance(exc, StorageError) and is_transient(exc) else None
 
 
 class _Stop(Exception):
@@ -189,7 +194,8 @@ class Storage:
     :param transfer_timeout: default seconds a single copy may take (gfal2 transfer timeout).
     :param op_timeout: seconds a namespace operation (stat, list, ...) may take.
     :param retries: default extra attempts after a transient failure.
-    :param backoff: first retry delay in seconds; doubled each time, with jitter.
+    :param backoff: first retry delay in seconds; doubled each time, times a jitter in
+        [0.5, 1) (:class:`gridlrt.retry.Backoff`).
     :param backoff_max: the longest delay between two attempts.
     :param context_factory: makes gfal2 contexts (tests may pass a stand-in).
     :param sleep: how to wait between attempts (tests may record instead).
@@ -273,31 +279,35 @@ class Storage:
 
     # -- retries ----------------------------------------------------------------------------
 
-    def _delay(self, attempt: int) -> float:
-        """Exponential backoff with jitter: about backoff * 2**(attempt-1), at most backoff_max."""
-        base: float = min(self.backoff_max, self.backoff * 2 ** (attempt - 1))
-        return base * (0.5 + random.random() / 2)  # jitter, not cryptography
-
     def _retrying(self, fn: Callable[[], T], retries: int | None = None) -> tuple[T, int]:
-        """Run ``fn`` until it works or fails for good; returns (result, attempts made)."""
+        """Run ``fn`` until it works or fails for good; returns (result, attempts made).
+
+        Transient failures (:func:`~gridlrt.storage.errors.is_transient`) are retried
+        ``retries`` more times under a :class:`~gridlrt.retry.Backoff` from ``backoff`` up to
+        ``backoff_max`` seconds; an error after more than one attempt says how many."""
         limit = self.retries if retries is None else retries
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return fn(), attempt
-            except StorageError as err:
-                if not is_transient(err) or attempt > limit:
-                    if attempt > 1:
-                        raise type(err)(f"{err} (after {attempt} attempts)") from err
-                    raise
-                delay = self._delay(attempt)
-                with self._lock:
-                    self.retry_count += 1
-                log.warning(
-                    "%s (attempt %d of %d); retrying in %.1f s", err, attempt, limit + 1, delay
-                )
-                self._sleep(delay)
+        backoff = Backoff(tries=limit + 1, base=self.backoff, cap=self.backoff_max)
+        attempts = 0
+
+        def once() -> T:
+            nonlocal attempts
+            attempts += 1
+            return fn()
+
+        def retried(problem: str, attempt: int, delay: float) -> None:
+            with self._lock:
+                self.retry_count += 1
+            log.warning(
+                "%s (attempt %d of %d); retrying in %.1f s", problem, attempt, limit + 1, delay
+            )
+
+        try:
+            result = retry(once, backoff, transient=_transient, on_retry=retried, sleep=self._sleep)
+        except StorageError as err:
+            if attempts > 1:
+                raise type(err)(f"{err} (after {attempts} attempts)") from err
+            raise
+        return result, attempts
 
     # -- namespace --------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from gridlrt.errors import (
     RecordNotFound,
     TokenNotFound,
 )
-from gridlrt.retry import Backoff, Outage
+from gridlrt.retry import Backoff, Outage, retry
 from gridlrt.tokens import design, transitions
 from gridlrt.tokens.model import PilotInfo, Token, TokenStatus
 from gridlrt.tokens.pool import CreateResult, Overview, TokenPool, parse_token
@@ -50,6 +50,19 @@ MISSES_BEFORE_REREAD = 2  # taken candidates in a row before reading the view ag
 KNOWN_REVISIONS = 1000  # tokens whose last written revision a pool remembers
 CANDIDATES_TTL = 10.0  # seconds a claimer keeps trying the rest of one claim-view read
 VIEW = f"{design.DESIGN_ID}/_view"
+
+
+class _ServerError(Exception):
+    """Internal: a 5xx answer, retried like a lost connection."""
+
+
+def _transient(exc: Exception) -> str | None:
+    """What a request's failure was, when it is worth a retry (no answer, or a 5xx)."""
+    if isinstance(exc, _ServerError):
+        return str(exc)
+    if isinstance(exc, requests.RequestException):
+        return type(exc).__name__
+    return None
 
 
 def _json(response: requests.Response) -> dict[str, Any]:
@@ -99,30 +112,33 @@ class CouchDBPool(TokenPool):
         """One request with bounded retries; statuses outside ``ok`` and 409 raise."""
         url = f"{self.db_url}/{path}" if path else self.db_url
         kwargs.setdefault("timeout", self.timeout)
-        problem = ""
         self._local.retried = False
-        delays = self.backoff.delays()
-        while True:
-            try:
-                response = self.session.request(method, url, **kwargs)
-            except requests.RequestException as exc:
-                problem = f"{type(exc).__name__}"
-            else:
-                if response.status_code < 500:
-                    self.outage.succeeded()
-                    break
-                problem = f"HTTP {response.status_code}"
-            delay = next(delays, None)
-            if delay is None:
-                patience = self.backoff.patience
-                waited = f" and {patience:.0f} s of patience" if patience else ""
-                raise PoolUnavailable(
-                    f"token pool {self.url} unreachable after {self.backoff.tries} attempts"
-                    f"{waited} ({problem}); check the URL and that the server runs"
-                )
-            self.outage.failed(problem, self.backoff.patience)
+
+        def once() -> requests.Response:
+            response = self.session.request(method, url, **kwargs)
+            if response.status_code >= 500:
+                raise _ServerError(f"HTTP {response.status_code}")
+            return response
+
+        def gave_up(problem: str, attempts: int) -> PoolUnavailable:
+            patience = self.backoff.patience
+            waited = f" and {patience:.0f} s of patience" if patience else ""
+            return PoolUnavailable(
+                f"token pool {self.url} unreachable after {attempts} attempts"
+                f"{waited} ({problem}); check the URL and that the server runs"
+            )
+
+        def retried(_problem: str, _attempt: int, _delay: float) -> None:
             self._local.retried = True
-            time.sleep(delay)
+
+        response = retry(
+            once,
+            self.backoff,
+            transient=_transient,
+            gave_up=gave_up,
+            on_retry=retried,
+            outage=self.outage,
+        )
         if response.status_code in ok or response.status_code == 409:
             return response
         if response.status_code == 401:
