@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from gridlrt.errors import StagingError, StorageError, StorageNotFound
 from gridlrt.staging.surl import parse_surl
+from gridlrt.storage.urls import scheme_of
 
 if TYPE_CHECKING:
     from gridlrt.storage import BringOnlineResult, Storage
@@ -70,15 +71,11 @@ def parse_status(value: str) -> Locality:
         return Locality.UNKNOWN
 
 
-def scheme_of(url: str) -> str:
-    return url.split("://", 1)[0].lower() if "://" in url else "file"
-
-
 def is_lta_archive(url: str) -> bool:
     """True for a file in the LTA's archive area (``.../lofar/ops/...`` at an LTA site)."""
-    if scheme_of(url) != "srm":
-        return False
     try:
+        if scheme_of(url) != "srm":
+            return False
         surl = parse_surl(url)
     except Exception:
         return False

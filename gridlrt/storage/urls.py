@@ -39,8 +39,10 @@ def to_url(location: str | os.PathLike[str]) -> str:
     return text
 
 
-def scheme_of(url: str) -> str:
-    """The URL's scheme, checked against :data:`SCHEMES`."""
+def scheme_of(location: str | os.PathLike[str]) -> str:
+    """The scheme of ``location`` as :func:`to_url` makes it (a local path is ``file``),
+    checked against :data:`SCHEMES`: anything else raises :class:`UnsupportedProtocol`."""
+    url = to_url(location)
     scheme = urlsplit(url).scheme.lower() if "://" in url else ""
     if scheme not in SCHEMES:
         known = ", ".join(f"{s}://" for s in sorted(SCHEMES))
