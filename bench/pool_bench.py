@@ -330,7 +330,7 @@ def run_claimers(
             stop(proc)
 
 
-def summarise(
+def summarize(
     client: str,
     backend: str,
     n: int,
@@ -545,7 +545,7 @@ def gridlrt_claim_run(
     after = pool.overview()
     pool.close()
     not_done = args.claims - after.total(TokenStatus.DONE)
-    return summarise("gridlrt", backend, n, args.claims, seconds, server_cpu, results, not_done)
+    return summarize("gridlrt", backend, n, args.claims, seconds, server_cpu, results, not_done)
 
 
 # --- PiCaS ------------------------------------------------------------------------------------
@@ -641,7 +641,7 @@ def picas_claim_run(
 
     seconds, server_cpu, results = run_claimers(argv, n, workdir, "picas", server.proc.pid)
     counts = picas_counts(url)
-    run = summarise("PiCaS", "couchdb", n, args.claims, seconds, server_cpu, results,
+    run = summarize("PiCaS", "couchdb", n, args.claims, seconds, server_cpu, results,
                     args.claims - counts.get("done", 0))  # fmt: skip
     say(f"    PiCaS views afterwards: {counts}")
     return run

@@ -1,6 +1,6 @@
 """Worker pilot benchmark (issue 6): the pilot's wall time beside DP3 alone, same files, same run.
 
-The script builds ``--subbands`` synthetic LOFAR subbands (:mod:`gridlrt.worker.synthetic_ms`,
+The script builds ``--subbands`` synthetic LOFAR subbands (:mod:`gridlrt.demo.synthetic_ms`,
 observation L229507, subbands 100, 101, ...) and packs each one as the LTA ships it
 (``L229507_SAP000_SB100_uv.MS_3d78b8f1.tar``: a plain tar with the MS directory at the top) into
 a local "archive" directory. Then, in one run, on the same files:
@@ -68,6 +68,7 @@ sys.path.insert(0, str(REPO))
 
 from gridlrt.cli.worker import step_resolver  # noqa: E402
 from gridlrt.config import load_settings  # noqa: E402
+from gridlrt.demo.synthetic_ms import SyntheticMSSpec, make_synthetic_ms  # noqa: E402
 from gridlrt.storage import Storage, TransferResult  # noqa: E402
 from gridlrt.tokens import PilotInfo, Token, TokenStatus, new_token, open_pool  # noqa: E402
 from gridlrt.tokens.sqlite import SQLitePool  # noqa: E402
@@ -75,7 +76,6 @@ from gridlrt.worker.dp3 import dp3_environment, find_aoflagger_strategy, find_dp
 from gridlrt.worker.pilot import Pilot, PilotOptions  # noqa: E402
 from gridlrt.worker.plan import TokenPlan, plan_token  # noqa: E402
 from gridlrt.worker.steps import StepConfig, load_step  # noqa: E402
-from gridlrt.worker.synthetic_ms import SyntheticMSSpec, make_synthetic_ms  # noqa: E402
 
 OBSID = 229507
 FIRST_SUBBAND = 100

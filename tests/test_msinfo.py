@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from gridlrt.demo.synthetic_ms import SyntheticMSSpec, subband_centre_hz
 from gridlrt.errors import InputError
 from gridlrt.worker.msinfo import ms_info
-from gridlrt.worker.synthetic_ms import SyntheticMSSpec, subband_centre_hz
 
 GRIDLRT = str(Path(sys.executable).with_name("gridlrt"))
 DP3 = str(Path(sys.executable).with_name("DP3.py"))

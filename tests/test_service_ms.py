@@ -16,7 +16,7 @@ from casacore import tables as ct
 from casacore.measures import measures
 from casacore.quanta import quantity
 
-from gridlrt.worker.synthetic_ms import (
+from gridlrt.demo.synthetic_ms import (
     SUBBAND_WIDTH_HZ,
     SyntheticMSSpec,
     baseline_uvw,

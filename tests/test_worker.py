@@ -99,7 +99,7 @@ def test_token_to_dp3_to_webdav(
 def test_gaincal_writes_a_solution_table(
     pool: TokenPool, webdav: WebDAV, area: str, tmp_path: Path, make_ms: Callable[..., Path]
 ) -> None:
-    from gridlrt.worker.synthetic_ms import SyntheticMSSpec
+    from gridlrt.demo.synthetic_ms import SyntheticMSSpec
 
     ms = make_ms(obsid=229507, subband=101, channels=16, timeslots=6)
     url = put_input(webdav, area, ms, tmp_path)

@@ -1,18 +1,24 @@
-"""``gridlrt demo``: the whole trip on this machine, with live progress and a summary."""
+"""``gridlrt demo``: the whole trip on this machine, with live progress and a summary.
+
+:mod:`gridlrt.demo` is imported when the command runs, not with the CLI: pilots run this CLI
+from a runtime bundle that leaves the demo out."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from gridlrt.cli.common import PoolOption, console, err_console, settings
-from gridlrt.demo import DemoResult, DemoSpec, default_workdir, plan_demo, run_demo
 from gridlrt.durations import format_duration
+from gridlrt.errors import ConfigError
 from gridlrt.tokens import open_pool
+
+if TYPE_CHECKING:
+    from gridlrt.demo import DemoResult
 
 
 def demo_command(
@@ -52,6 +58,15 @@ def demo_command(
 
     Watch it from another terminal with: gridlrt status --watch
     """
+    try:
+        from gridlrt.demo import DemoSpec, default_workdir, plan_demo, run_demo
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("gridlrt.demo"):
+            raise
+        raise ConfigError(
+            "the demo is not part of this installation (a pilot's runtime bundle leaves it "
+            "out); run gridlrt demo where gridlrt is installed with pip"
+        ) from None
     chosen = settings(ctx, pool)
     spec = DemoSpec(subbands=subbands, pilots=pilots, step=step)
     where = (workdir or default_workdir()).expanduser().absolute()

@@ -58,6 +58,9 @@ SITE_PROVIDED = frozenset({"numpy", "python-casacore", "dp3", "gfal2-python"})
 # progress plot (about 30 MB with its own dependencies).
 UI_ONLY = frozenset({"matplotlib"})
 NOT_BUNDLED = SITE_PROVIDED | UI_ONLY
+# gridlrt's own submitting-side packages: the demo (synthetic observations, the demo run and
+# its plots) is for the UI node; the worker never imports it.
+UI_ONLY_PACKAGES = ("gridlrt/demo/",)
 
 # ``.dist-info``/``.egg-info`` files worth shipping: the metadata (so importlib.metadata.version
 # works) and the licences that must accompany copies of most open-source packages.
@@ -379,7 +382,11 @@ def runtime_files(cache_dir: Path) -> dict[str, Path]:
     owner: dict[str, str] = {}
     described: list[BundledDistribution] = []
 
-    gridlrt_files = package_files(Path(gridlrt.__file__).resolve().parent)
+    gridlrt_files = {
+        relative: path
+        for relative, path in package_files(Path(gridlrt.__file__).resolve().parent).items()
+        if not relative.startswith(UI_ONLY_PACKAGES)
+    }
     meta = cache_dir / f"{ROOT_DISTRIBUTION}-{version}.dist-info" / "METADATA"
     meta.parent.mkdir(parents=True, exist_ok=True)
     meta.write_bytes(_gridlrt_metadata(version))

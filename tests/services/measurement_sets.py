@@ -1,7 +1,7 @@
 """Synthetic LOFAR measurement sets for tests: the ``make_ms`` fixture.
 
 ``make_ms(**spec_fields)`` builds the MS described by
-:class:`gridlrt.worker.synthetic_ms.SyntheticMSSpec` (``make_ms(subband=101, channels=16)``)
+:class:`gridlrt.demo.synthetic_ms.SyntheticMSSpec` (``make_ms(subband=101, channels=16)``)
 into the test's ``tmp_path`` under its LTA name (``L123456_SAP000_SB101_uv.MS``) and returns
 its path. Each distinct spec is built once per session into a cache and copied from there, so
 a test may modify (or have DP3 update) its copy freely.
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gridlrt.worker.synthetic_ms import SyntheticMSSpec, make_synthetic_ms
+from gridlrt.demo.synthetic_ms import SyntheticMSSpec, make_synthetic_ms
 
 
 class MSCache:

@@ -10,8 +10,8 @@ walks through step by step:
    otherwise), made from that list;
 3. local pilots started with the ``local`` submit backend, which flag with AOFlagger and
    average with DP3, upload the results into the storage root and mark the tokens done;
-4. :func:`summarise` and :func:`plot_progress` - a table of what happened per subband and a PNG
-   of progress over time.
+4. :func:`summarize` and :func:`~gridlrt.demo.plot.plot_progress` - a table of what happened
+   per subband and a PNG of progress over time.
 
 Every step is idempotent: the store keeps its tarballs, tokens are created once (their ids
 come from the LOFAR names), and only tokens still to do get pilots - a second run does no
@@ -31,8 +31,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from gridlrt.config import Settings
+from gridlrt.demo.plot import plot_progress, subband_of
 from gridlrt.errors import GridlrtError, PoolUnavailable
-from gridlrt.lofar_names import name_fields
 from gridlrt.submit.model import JobRecord, Resources
 from gridlrt.submit.service import get_submitter, plan, refresh, submit
 from gridlrt.tokens import Token, TokenPool, TokenStatus
@@ -108,7 +108,7 @@ def _archive_hash(name: str) -> str:
 
 def archive_tarballs(store: Path, spec: DemoSpec) -> dict[int, Path]:
     """``{subband: path}`` of the demo's archive tarballs in ``store/lta`` (made or not)."""
-    from gridlrt.worker.synthetic_ms import lofar_ms_name
+    from gridlrt.demo.synthetic_ms import lofar_ms_name
 
     names = {
         sb: lofar_ms_name(spec.obsid, sb)
@@ -120,7 +120,7 @@ def archive_tarballs(store: Path, spec: DemoSpec) -> dict[int, Path]:
 def make_observation(store: Path, spec: DemoSpec) -> Observation:
     """Make (or find) the demo's archive tarballs in ``store/lta`` and its list in
     ``store/srm.txt``. Existing tarballs are kept, so a rerun makes nothing."""
-    from gridlrt.worker.synthetic_ms import SyntheticMSSpec, make_synthetic_ms
+    from gridlrt.demo.synthetic_ms import SyntheticMSSpec, make_synthetic_ms
 
     lta = store / "lta"
     lta.mkdir(parents=True, exist_ok=True)
@@ -196,13 +196,7 @@ def demo_tokens(pool: TokenPool, step: str, ids: Iterable[str]) -> list[Token]:
     return [by_id[i] for i in wanted if i in by_id]
 
 
-def _subband(token: Token) -> int | None:
-    fields = name_fields(str(token.input)) or {}
-    value = fields.get("subband")
-    return int(value) if value is not None else None
-
-
-def summarise(tokens: Iterable[Token]) -> list[SubbandResult]:
+def summarize(tokens: Iterable[Token]) -> list[SubbandResult]:
     """One row per token: status, seconds of its last attempt, outputs, the error if any."""
     rows = []
     for token in tokens:
@@ -217,7 +211,7 @@ def summarise(tokens: Iterable[Token]) -> list[SubbandResult]:
         rows.append(
             SubbandResult(
                 token=token.id,
-                subband=_subband(token),
+                subband=subband_of(token),
                 status=token.status.value,
                 seconds=seconds,
                 attempts=len(token.attempts),
@@ -226,52 +220,6 @@ def summarise(tokens: Iterable[Token]) -> list[SubbandResult]:
             )
         )
     return rows
-
-
-def plot_progress(tokens: list[Token], path: Path, title: str = "") -> Path:
-    """A PNG of the run: tokens done over time (top) and each token's last attempt as a bar
-    split into download, processing and upload, one row per subband (bottom)."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend state is touched
-    from matplotlib.ticker import MaxNLocator
-
-    attempts = [(t, t.attempts[-1]) for t in tokens if t.attempts and t.attempts[-1].ended]
-    start = min((a.started for _, a in attempts), default=time.time())
-    fig = Figure(figsize=(9, 6.5), layout="constrained")
-    top, bottom = fig.subplots(2, 1, height_ratios=[1, 1.6])
-    ends = sorted(a.ended - start for t, a in attempts if t.status is TokenStatus.DONE and a.ended)
-    top.step([0.0, *ends], list(range(len(ends) + 1)), where="post", color="tab:blue")
-    top.set_ylim(0, max(len(tokens), 1) + 0.5)
-    top.set_xlim(left=0)
-    top.set_ylabel("tokens done")
-    top.yaxis.set_major_locator(MaxNLocator(integer=True))
-    top.set_title(title or f"{len(ends)} of {len(tokens)} tokens done")
-    top.grid(alpha=0.3)
-    colours = {"download": "tab:cyan", "run": "tab:orange", "upload": "tab:green"}
-    pilots = sorted({a.pilot for _, a in attempts})
-    labels = []
-    for row, (token, attempt) in enumerate(attempts):
-        left = attempt.started - start + attempt.timings.get("claim", 0.0)
-        for phase, colour in colours.items():
-            width = attempt.timings.get(phase, 0.0)
-            if phase == "run":
-                width += attempt.timings.get("validate", 0.0)
-            bottom.barh(row, width, left=left, color=colour, label=phase if row == 0 else None)
-            left += width
-        pilot = pilots.index(attempt.pilot) + 1 if attempt.pilot in pilots else 0
-        subband = _subband(token)
-        labels.append(f"SB{subband:03d} (p{pilot})" if subband is not None else token.id)
-    bottom.set_yticks(range(len(labels)), labels, fontsize=8)
-    bottom.invert_yaxis()
-    bottom.set_xlabel("seconds since the first token was claimed")
-    bottom.set_xlim(left=0)
-    bottom.grid(axis="x", alpha=0.3)
-    if attempts:
-        bottom.legend(loc="upper right", fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}.part")
-    fig.savefig(part, dpi=110, format="png")
-    part.replace(path)
-    return path
 
 
 def run_demo(
@@ -319,7 +267,7 @@ def run_demo(
         step=spec.step,
         created=len(created.created),
         record=record,
-        rows=summarise(final),
+        rows=summarize(final),
         wall_seconds=time.monotonic() - began,
         plot=plot,
         storage_root=settings.storage_root,
@@ -364,16 +312,3 @@ def default_workdir() -> Path:
     from gridlrt.config import data_dir
 
     return data_dir() / "demo"
-
-
-__all__ = [
-    "DemoResult",
-    "DemoSpec",
-    "Observation",
-    "SubbandResult",
-    "default_workdir",
-    "make_observation",
-    "plot_progress",
-    "run_demo",
-    "summarise",
-]
