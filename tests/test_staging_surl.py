@@ -11,14 +11,11 @@ import pytest
 from gridlrt.errors import InputError
 from gridlrt.staging.lists import parse_srm_text, read_srm_list
 from gridlrt.staging.surl import (
-    SITES,
     URL_FORMS,
-    convert,
     group_by_observation,
     group_by_site,
     parse_surl,
     select_subbands,
-    site_by_name,
     sort_surls,
     to_surl,
 )
@@ -108,7 +105,7 @@ def test_every_form_converts_back(make: object) -> None:
         url = original.form(form)
         assert url is not None
         assert to_surl(url) == original, form
-        assert convert(url, "srm") == original.url
+        assert to_surl(url).form("srm") == original.url
 
 
 def test_unknown_host_is_another_dcache() -> None:
@@ -179,13 +176,6 @@ def test_bad_surls(text: str, why: str) -> None:
         parse_surl(text)
     assert str(err.value).startswith(f"not an SRM URL: {text}")
     assert why in str(err.value)
-
-
-def test_site_by_name() -> None:
-    assert site_by_name("Jülich") is SITES["juelich"]
-    assert site_by_name("SARA") is SITES["sara"]
-    with pytest.raises(InputError, match="choose one of sara, juelich, poznan"):
-        site_by_name("lofar")
 
 
 def test_to_surl_refuses_what_it_cannot_map() -> None:

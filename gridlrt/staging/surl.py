@@ -132,16 +132,6 @@ def site_for_host(host: str, port: int = SRM_PORT) -> Site:
     )
 
 
-def site_by_name(name: str) -> Site:
-    """A site by key or display name (``sara``, ``SARA``, ``juelich``, ``Jülich``, ...)."""
-    wanted = name.strip().lower()
-    for site in SITES.values():
-        if wanted in (site.key, site.name.lower()):
-            return site
-    known = ", ".join(SITES)
-    raise InputError(f"unknown LTA site {name!r}: choose one of {known}")
-
-
 _LOFAR_OBS = re.compile(r"^L(\d+)")
 _LOFAR_SAP = re.compile(r"_SAP(\d+)")
 _LOFAR_SB = re.compile(r"_SB(\d+)")
@@ -314,11 +304,6 @@ def to_surl(url: str) -> SURL:
                 return parse_surl(f"srm://{site.srm_host}:{site.srm_port}{parts.path}")
         return parse_surl(f"srm://{host}:{SRM_PORT}{parts.path}")
     raise InputError(f"cannot turn {text!r} into an SRM URL (srm, gsiftp, https or WebDAV)")
-
-
-def convert(url: str, form: UrlForm) -> str | None:
-    """``url`` (any supported form) in another form; ``None`` if the site has no such form."""
-    return to_surl(url).form(form)
 
 
 # --- lists of SURLs ---------------------------------------------------------------------------
