@@ -3,7 +3,10 @@
 # works as root without a terminal on a fresh Debian (bookworm) machine. Prints its time.
 #   1. Debian packages: gfal2 + protocol plugins + python3-gfal2, casacore-data, slurm-wlm,
 #      munge, openssl, nodejs/npm (only what is absent; apt-get update once, only if needed).
-#   2. .venv with gridlrt installed editable with its test extras (re-done when pyproject changes).
+#   2. .venv with gridlrt installed editable with its test extra, which pulls in the worker
+#      extra (numpy, python-casacore, dp3) and the demo extra (matplotlib): everything make test
+#      and make demo need (re-done when pyproject changes). `pip install gridlrt` alone is
+#      the light core.
 #   3. Debian's gfal2 Python binding linked into .venv (the PyPI sdist does not build here).
 #   4. pouchdb-server (CouchDB protocol, for tests) into tests/services/node_modules.
 set -euo pipefail
@@ -42,9 +45,11 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.gridlrt-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  say "installing gridlrt[test] into $VENV"
+  say "installing gridlrt[test] (with the worker and demo extras) into $VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e '.[test]'
+  "$VENV/bin/python" -c 'import casacore.tables, matplotlib, numpy, packaging, pytest' \
+    || die "gridlrt[test] installed but its extras do not import in $VENV"
   touch "$stamp"
 else
   say "gridlrt already installed in $VENV"

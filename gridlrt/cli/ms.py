@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from gridlrt.cli.common import console
+from gridlrt.extras import needs_extra
 
 ms_app = typer.Typer(help="Inspect LOFAR measurement sets (python-casacore).", no_args_is_help=True)
 
@@ -29,9 +30,10 @@ def info(
 
     Example: gridlrt ms info L229507_SB100_uv.dppp.MS --json
     """
-    from gridlrt.worker.msinfo import ms_info  # numpy + casacore only when asked
+    with needs_extra("gridlrt ms info"):  # numpy + casacore only when asked
+        from gridlrt.worker.msinfo import ms_info
 
-    summary = ms_info(path)
+        summary = ms_info(path)
     if as_json:
         typer.echo(summary.model_dump_json(indent=2))
         return

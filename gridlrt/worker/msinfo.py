@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from gridlrt.errors import InputError
+from gridlrt.extras import needs_extra
 
 MJD_EPOCH = datetime(1858, 11, 17, tzinfo=UTC)
 DATA_COLUMNS = ("DATA", "CORRECTED_DATA", "MODEL_DATA")
@@ -62,7 +63,8 @@ def mjd_seconds_to_utc(seconds: float) -> datetime:
 
 
 def _tables() -> Any:
-    from casacore import tables  # imported on use: python-casacore is heavy
+    with needs_extra("reading a measurement set"):
+        from casacore import tables  # imported on use: python-casacore is heavy
 
     return tables
 
