@@ -16,10 +16,10 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
-from packaging.markers import Marker
 
 import gridlrt
 from gridlrt.config import load_settings
+from gridlrt.errors import ConfigError
 from gridlrt.sandbox import (
     SITE_PROVIDED,
     BundleInfo,
@@ -29,7 +29,7 @@ from gridlrt.sandbox import (
     push_sandbox,
     read_bundle_info,
 )
-from gridlrt.sandbox.bundle import marker_applies, marker_environment, parse_requirement
+from gridlrt.sandbox.bundle import requirement_closure
 from gridlrt.storage import Storage
 from gridlrt.tokens import TokenPool, TokenStatus, new_token, open_pool
 from tests.services.webdav import WebDAV
@@ -185,6 +185,7 @@ def test_bundle_is_deterministic_and_holds_gridlrt_but_not_the_site_software(
     assert info.gridlrt == gridlrt.__version__
     shipped = {d.name for d in info.distributions}
     assert {"gridlrt", "pydantic", "pydantic-core", "typer", "requests", "pyyaml"} <= shipped
+    assert "packaging" in shipped  # the bundle module reads requirements with it
     assert not shipped & SITE_PROVIDED
     assert "matplotlib" not in shipped  # the demo's plots are drawn on the UI node only
     assert info.files == sum(1 for n in names if n.startswith(lib))
@@ -194,30 +195,45 @@ def test_bundle_is_deterministic_and_holds_gridlrt_but_not_the_site_software(
     assert "_gridlrt/bundle.json" in members(bare)
 
 
-def test_markers_are_evaluated_as_packaging_does() -> None:
-    """Every Requires-Dist marker installed here, and some awkward ones, against packaging."""
-    from importlib import metadata
+def fake_distribution(where: Path, name: str, *requires: str) -> None:
+    """An installed distribution as importlib.metadata finds it: a .dist-info directory."""
+    info = where / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", "Version: 1.0"]
+    (info / "METADATA").write_text("\n".join([*lines, *(f"Requires-Dist: {r}" for r in requires)]))
 
-    markers = {
-        parse_requirement(text)[1]
-        for dist in metadata.distributions()
-        for text in dist.requires or []
-    } - {None}
-    markers |= {
-        'python_version >= "3.8" and python_version < "4"',
-        "python_full_version ~= '3.11.0'",
-        'python_version == "3.*"',
-        '(os_name == "nt" or sys_platform == "darwin") and extra == "x"',
-        'platform_machine in "x86_64 aarch64"',
-        '"linux" in sys_platform',
-        'implementation_name != "pypy" or python_version<"3"',
-        'extra != "test"',
-    }
-    assert len(markers) > 20
-    environment = marker_environment()
-    for marker in sorted(m for m in markers if m):
-        expected = Marker(marker).evaluate({"extra": ""})
-        assert marker_applies(marker, environment) is expected, marker
+
+def test_closure_follows_markers_for_this_python_and_never_extras(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_distribution(
+        tmp_path, "Root_Pkg",
+        "needed-one>=1", 'Needed.Two ; python_version >= "3"', 'never ; python_version < "3"',
+        'heavy ; extra == "worker"',
+        'other ; (os_name == "nt" or sys_platform == "darwin") and extra == "x"',
+        "site-thing",
+    )  # fmt: skip
+    fake_distribution(tmp_path, "needed-one", 'deep ; implementation_name != "nonesuch"')
+    fake_distribution(tmp_path, "needed_two")
+    fake_distribution(tmp_path, "deep")
+    fake_distribution(tmp_path, "site-thing", "site-dep")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    closure = requirement_closure("root-pkg", exclude=frozenset({"site-thing"}))
+    assert sorted(closure) == ["deep", "needed-one", "needed-two", "root-pkg"]
+
+    fake_distribution(tmp_path, "broken", "needed-one", "not a requirement!")
+    with pytest.raises(ConfigError, match=r"^broken 1.0 has a requirement pip cannot read"):
+        requirement_closure("broken")
+    fake_distribution(tmp_path, "wants-more", "absent-dist")
+    with pytest.raises(ConfigError, match=r"^wants-more needs absent-dist, which is not installed"):
+        requirement_closure("wants-more")
+
+    # gridlrt itself: its extras (worker: numpy, python-casacore, dp3; demo: matplotlib) are
+    # installed here, but the bundle follows only the core requirements
+    ours = requirement_closure()
+    assert {"gridlrt", "pydantic", "typer", "requests", "packaging"} <= set(ours)
+    assert not {"numpy", "python-casacore", "dp3", "matplotlib", "pillow"} & set(ours)
 
 
 # --- pilot.sh ----------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ Owns choosing those files and describing them:
 * the files come from the distributions *installed in the running environment* (each one's
   ``RECORD``; no network, no pip): gridlrt itself (its package directory, since it may be
   installed editable) and the closure of its ``Requires-Dist`` (environment markers evaluated
-  for this interpreter, extras ignored), minus :data:`SITE_PROVIDED` and :data:`UI_ONLY`;
+  for this interpreter with :mod:`packaging`, extras ignored: ``gridlrt[worker]`` and
+  ``gridlrt[demo]`` are not shipped), minus :data:`SITE_PROVIDED` and :data:`UI_ONLY`;
 * everything goes under :data:`LIB_PREFIX` (the directory the pilot bootstrap puts on
   ``PYTHONPATH``); console scripts, byte-code caches, ``.pth`` files and the ``.dist-info``
   files other than ``METADATA`` and licences are left out;
@@ -24,16 +25,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import re
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 from pydantic import BaseModel, Field
 
 import gridlrt
@@ -52,7 +54,9 @@ BUNDLE_FORMAT = 1
 # against the site's own libraries (Debian python3-numpy and python3-casacore, DP3 from the
 # LOFAR software module, python3-gfal2 for the gfal2 binding). Shipping our copies would shadow
 # them (PYTHONPATH comes first) with builds for another system, so they are neither bundled
-# nor followed: their own requirements are the site's business too.
+# nor followed: their own requirements are the site's business too. gridlrt asks for them only
+# through its extras (gridlrt[worker], gridlrt[demo]), which the closure never follows; this
+# list also keeps them out when a bundled distribution requires one.
 SITE_PROVIDED = frozenset({"numpy", "python-casacore", "dp3", "gfal2-python"})
 # What gridlrt needs only on the submitting side, never in a pilot: matplotlib draws the demo's
 # progress plot (about 30 MB with its own dependencies).
@@ -94,178 +98,19 @@ class BundleInfo(BaseModel):
         return (json.dumps(self.model_dump(), indent=2, sort_keys=True) + "\n").encode()
 
 
-# --- requirements and environment markers ------------------------------------------------
-
-
-def normalize(name: str) -> str:
-    """PEP 503 normalised distribution name: ``PyYAML`` → ``pyyaml``, ``a_b.c`` → ``a-b-c``."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-_NAME = re.compile(r"^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")
-
-
-def parse_requirement(text: str) -> tuple[str, str | None]:
-    """``(normalised name, marker or None)`` of a ``Requires-Dist`` value (PEP 508)."""
-    match = _NAME.match(text)
-    if match is None:
-        raise InputError(f"cannot read the requirement {text!r}")
-    _, sep, marker = text.partition(";")
-    return normalize(match.group(1)), (marker.strip() or None) if sep else None
-
-
-def marker_environment() -> dict[str, str]:
-    """The PEP 508 marker variables of the running interpreter, with no extra selected."""
-    impl = sys.implementation.version
-    impl_version = f"{impl.major}.{impl.minor}.{impl.micro}"
-    if impl.releaselevel != "final":
-        impl_version += f"{impl.releaselevel[0]}{impl.serial}"
-    return {
-        "os_name": os.name,
-        "sys_platform": sys.platform,
-        "platform_machine": platform.machine(),
-        "platform_python_implementation": platform.python_implementation(),
-        "platform_release": platform.release(),
-        "platform_system": platform.system(),
-        "platform_version": platform.version(),
-        "python_version": ".".join(platform.python_version_tuple()[:2]),
-        "python_full_version": platform.python_version(),
-        "implementation_name": sys.implementation.name,
-        "implementation_version": impl_version,
-        "extra": "",
-    }
-
-
-_TOKEN = re.compile(
-    r"""\s*(?:
-        (?P<paren>[()])
-      | (?P<string>'[^']*'|"[^"]*")
-      | (?P<op>===|==|!=|<=|>=|~=|<|>|not\s+in\b|in\b)
-      | (?P<bool>and\b|or\b)
-      | (?P<variable>[A-Za-z_][A-Za-z0-9_.]*)
-    )""",
-    re.VERBOSE,
-)
-_RELEASE = re.compile(r"^\d+(?:\.\d+)*$")
-
-
-def _tokens(marker: str) -> list[tuple[str, str]]:
-    tokens: list[tuple[str, str]] = []
-    position = 0
-    text = marker.rstrip()
-    while position < len(text):
-        match = _TOKEN.match(text, position)
-        if match is None or match.end() == position:
-            raise InputError(f"cannot read the environment marker {marker!r}")
-        kind = match.lastgroup or ""
-        tokens.append((kind, " ".join(match.group(kind).split())))
-        position = match.end()
-    return tokens
-
-
-def _release(text: str) -> tuple[int, ...] | None:
-    return tuple(int(p) for p in text.split(".")) if _RELEASE.match(text) else None
-
-
-def _pad(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    width = max(len(a), len(b))
-    return a + (0,) * (width - len(a)), b + (0,) * (width - len(b))
-
-
-def _compare(lhs: str, op: str, rhs: str) -> bool:
-    if op in ("in", "not in"):
-        return (lhs in rhs) == (op == "in")
-    if op == "===":
-        return lhs == rhs
-    left = _release(lhs)
-    if left is not None and op in ("==", "!=") and rhs.endswith(".*"):
-        prefix = _release(rhs[:-2])
-        if prefix is not None:
-            return (left[: len(prefix)] == prefix) == (op == "==")
-    right = _release(rhs)
-    if left is None or right is None:  # not versions: plain string comparison
-        return {"==": lhs == rhs, "!=": lhs != rhs, "<": lhs < rhs, "<=": lhs <= rhs,
-                ">": lhs > rhs, ">=": lhs >= rhs, "~=": lhs == rhs}[op]  # fmt: skip
-    if op == "~=":
-        return _pad(left, right)[0] >= _pad(left, right)[1] and left[: len(right) - 1] == right[:-1]
-    a, b = _pad(left, right)
-    return {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
-
-
-class _MarkerParser:
-    """Recursive descent over ``or`` / ``and`` / parentheses / ``value op value``."""
-
-    def __init__(self, marker: str, environment: Mapping[str, str]) -> None:
-        self.marker, self.env = marker, environment
-        self.tokens, self.at = _tokens(marker), 0
-
-    def _fail(self) -> InputError:
-        return InputError(f"cannot read the environment marker {self.marker!r}")
-
-    def _next(self) -> tuple[str, str]:
-        if self.at >= len(self.tokens):
-            raise self._fail()
-        self.at += 1
-        return self.tokens[self.at - 1]
-
-    def _peek(self) -> tuple[str, str] | None:
-        return self.tokens[self.at] if self.at < len(self.tokens) else None
-
-    def parse(self) -> bool:
-        value = self._or()
-        if self._peek() is not None:
-            raise self._fail()
-        return value
-
-    def _or(self) -> bool:
-        value = self._and()
-        while self._peek() == ("bool", "or"):
-            self._next()
-            value = self._and() or value  # evaluate both sides: syntax errors must surface
-        return value
-
-    def _and(self) -> bool:
-        value = self._atom()
-        while self._peek() == ("bool", "and"):
-            self._next()
-            value = self._atom() and value
-        return value
-
-    def _atom(self) -> bool:
-        if self._peek() == ("paren", "("):
-            self._next()
-            value = self._or()
-            if self._next() != ("paren", ")"):
-                raise self._fail()
-            return value
-        lhs, (kind, op), rhs = self._value(), self._next(), self._value()
-        if kind != "op":
-            raise self._fail()
-        return _compare(lhs, op, rhs)
-
-    def _value(self) -> str:
-        kind, text = self._next()
-        if kind == "string":
-            return text[1:-1]
-        if kind == "variable" and text in self.env:
-            return self.env[text]
-        raise self._fail()
-
-
-def marker_applies(marker: str, environment: Mapping[str, str] | None = None) -> bool:
-    """Whether a PEP 508 environment marker holds (default: this interpreter, no extras)."""
-    return _MarkerParser(marker, environment or marker_environment()).parse()
+# --- requirements ---------------------------------------------------------------------------
 
 
 def requirement_closure(
     root: str = ROOT_DISTRIBUTION, *, exclude: frozenset[str] = NOT_BUNDLED
 ) -> dict[str, metadata.Distribution]:
-    """The installed distributions ``root`` needs here, by normalised name, ``root`` included:
-    its ``Requires-Dist`` followed recursively (markers evaluated, extras ignored), without
-    ``exclude`` and what is reached only through it."""
-    environment = marker_environment()
+    """The installed distributions ``root`` needs here, by normalised name (PEP 503),
+    ``root`` included: its ``Requires-Dist`` followed recursively (environment markers
+    evaluated for this interpreter by :mod:`packaging`, extras not selected, so
+    ``gridlrt[worker]`` and ``gridlrt[demo]`` are never followed), without ``exclude`` and
+    what is reached only through it."""
     found: dict[str, metadata.Distribution] = {}
-    wanted, needed_by = [normalize(root)], {normalize(root): "this environment"}
+    wanted, needed_by = [canonicalize_name(root)], {canonicalize_name(root): "this environment"}
     while wanted:
         name = wanted.pop()
         if name in found:
@@ -279,10 +124,18 @@ def requirement_closure(
             ) from None
         found[name] = dist
         for text in dist.requires or []:
-            dep, marker = parse_requirement(text)
+            try:
+                requirement = Requirement(text)
+            except InvalidRequirement:
+                raise ConfigError(
+                    f"{name} {dist.version} has a requirement pip cannot read ({text!r}); "
+                    f"reinstall it (pip install --force-reinstall {name})"
+                ) from None
+            dep = canonicalize_name(requirement.name)
             if dep in exclude or dep in found:
                 continue
-            if marker is not None and not marker_applies(marker, environment):
+            marker = requirement.marker
+            if marker is not None and not marker.evaluate({"extra": ""}):
                 continue
             needed_by.setdefault(dep, name)
             wanted.append(dep)
@@ -399,7 +252,7 @@ def runtime_files(cache_dir: Path) -> dict[str, Path]:
     )
 
     for name in sorted(closure):
-        if name == normalize(ROOT_DISTRIBUTION):
+        if name == canonicalize_name(ROOT_DISTRIBUTION):
             continue
         dist = closure[name]
         files = distribution_files(dist)
