@@ -1,7 +1,9 @@
 """``gridlrt stage ...``: from an LTA ``srm.txt`` to files online on dCache.
 
 Thin: parsing, planning, the stager clients, records and locality live in
-:mod:`gridlrt.staging`; this module turns options into calls and answers into tables.
+:mod:`gridlrt.staging`, and what a command does with them (refreshing the records, keeping
+them up to date, choosing the client for a request) in :mod:`gridlrt.staging.service`; this
+module turns options into calls and answers into tables.
 """
 
 from __future__ import annotations
@@ -16,24 +18,31 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from gridlrt.cli.common import console, duration, err_console, settings
-from gridlrt.errors import CredentialsError, InputError, StagingError
-from gridlrt.staging import open_stager, service_url
-from gridlrt.staging.credentials import load_lta_credentials, requested_protocol
-from gridlrt.staging.lists import read_srm_list, read_url_list
-from gridlrt.staging.ranges import format_ranges
+from gridlrt.errors import InputError
+from gridlrt.staging import open_stager
 from gridlrt.staging.records import RequestStore
+from gridlrt.staging.service import (
+    Selection,
+    abort_request,
+    dry_run_target,
+    locality_targets,
+    plan_submission,
+    refresh,
+    request_status,
+    select_surls,
+    submit_requests,
+    wait_for,
+)
 from gridlrt.staging.stager import (
     MAX_FILES_IN_FLIGHT,
     MAX_FILES_PER_REQUEST,
     Plan,
-    Protocol,
     Stager,
     StagingReport,
     StagingRequest,
     StagingState,
-    plan_requests,
 )
-from gridlrt.staging.surl import SURL, URL_FORMS, UrlForm, group_by_observation, select_subbands
+from gridlrt.staging.surl import SURL, URL_FORMS, UrlForm, group_by_observation
 
 stage_app = typer.Typer(
     help="Stage LTA data: read an srm.txt from the LTA catalogue, ask the LTA stager to bring "
@@ -108,24 +117,20 @@ def _styled(state: StagingState) -> str:
     return f"[{STATE_STYLE[state]}]{state.label}[/]"
 
 
-def _read(file: Path, subbands: str | None) -> list[SURL]:
-    """The SURLs of ``file`` (strict), restricted to ``subbands``; duplicates are reported."""
-    srm_list = read_srm_list(file)
-    for dup in srm_list.duplicates:
+def _warn_duplicates(selection: Selection) -> Selection:
+    """Say on stderr which duplicate lines of the list were dropped."""
+    for dup in selection.duplicates:
         err_console.print(
-            f"[yellow]warning:[/] {file}:{dup.line}: duplicate of line {dup.first_line}, dropped",
+            f"[yellow]warning:[/] {selection.source}:{dup.line}: duplicate of line "
+            f"{dup.first_line}, dropped",
             highlight=False,
         )
-    surls = srm_list.surls
-    if subbands is not None:
-        chosen = select_subbands(surls, subbands)
-        if not chosen:
-            have = format_ranges(s.subband for s in surls if s.subband is not None) or "none"
-            raise InputError(
-                f"--subbands {subbands} matches no file in {file} (its subbands: {have})"
-            )
-        surls = chosen
-    return surls
+    return selection
+
+
+def _read(file: Path, subbands: str | None) -> list[SURL]:
+    """The SURLs of ``file`` (strict), restricted to ``subbands``; duplicates are reported."""
+    return _warn_duplicates(select_surls(file, subbands)).surls
 
 
 def _forms(forms: Sequence[str] | None) -> list[UrlForm]:
@@ -244,18 +249,6 @@ def _plan_table(plan: Plan) -> Table:
     return table
 
 
-def _dry_run_target(
-    ctx: typer.Context, protocol: str | None, stager_url: str | None
-) -> tuple[str, str, str]:
-    """(protocol, service URL, note) without contacting anything; secrets are not shown."""
-    try:
-        creds = load_lta_credentials(settings(ctx), protocol)
-    except CredentialsError as exc:  # no or unusable credentials: say so, still show the plan
-        chosen: Protocol = requested_protocol(protocol) or "stageit"
-        return chosen, service_url(chosen, stager_url), f"; note: {exc}"
-    return creds.protocol, service_url(creds.protocol, stager_url, creds.hostname), ""
-
-
 @stage_app.command("submit")
 def submit_command(
     ctx: typer.Context,
@@ -305,15 +298,15 @@ def submit_command(
     timeout_seconds = duration(timeout, "--timeout", example="12h") if timeout else None
     surls = _read(file, subbands)
     store = RequestStore()
-    plan = plan_requests(surls, max_files, in_flight=store.in_flight())
+    plan = plan_submission(surls, max_files, store=store)
     if dry_run:
-        chosen, where, note = _dry_run_target(ctx, protocol, stager_url)
+        target = dry_run_target(settings(ctx), protocol, stager_url)
         if as_json:
             typer.echo(
                 json.dumps(
                     {
-                        "protocol": chosen,
-                        "service": where,
+                        "protocol": target.protocol,
+                        "service": target.service,
                         "requests": [
                             {"site": r.site, "surls": [s.url for s in r.surls]}
                             for r in plan.requests
@@ -324,16 +317,17 @@ def submit_command(
             )
             return
         table = _plan_table(plan)
+        note = f"; note: {target.problem}" if target.problem else ""
         table.title = (
-            f"would send {len(plan.requests)} request(s) for {plan.files} file(s) to {where} "
-            f"({chosen}{note})"
+            f"would send {len(plan.requests)} request(s) for {plan.files} file(s) to "
+            f"{target.service} ({target.protocol}{note})"
         )
         console.print(table, highlight=False)
         _warn_in_flight(plan)
         return
     _warn_in_flight(plan)
     with open_stager(settings(ctx), protocol, stager_url) as stager:
-        sent = stager.submit(surls, max_files=max_files, on_submitted=store.save)
+        sent = submit_requests(stager, surls, max_files=max_files, store=store)
         if as_json and not wait:
             typer.echo(json.dumps([r.model_dump(mode="json") for r in sent], indent=2))
             return
@@ -393,10 +387,9 @@ def _wait(
                 state=report.state.label
                 + (f", {report.progress.failed} failed" if report.progress.failed else ""),
             )
-            store.save(by_id[report.request_id].updated(report))
 
     with progress:
-        return stager.wait(sent, poll=poll, timeout=timeout, on_progress=show)
+        return wait_for(stager, sent, poll=poll, timeout=timeout, store=store, on_progress=show)
 
 
 def _reports_table(reports: Sequence[StagingReport], records: Sequence[StagingRequest]) -> Table:
@@ -429,22 +422,6 @@ def _finish(reports: Sequence[StagingReport]) -> None:
 
 
 # --- status -------------------------------------------------------------------------------------
-
-
-def _record(store: RequestStore, request_id: int) -> StagingRequest | None:
-    found = store.find(request_id)
-    return found[-1] if found else None
-
-
-def _stager_for(
-    ctx: typer.Context,
-    record: StagingRequest | None,
-    protocol: str | None,
-    stager_url: str | None,
-) -> Stager:
-    if record is not None and protocol is None and stager_url is None:
-        return open_stager(settings(ctx), record.protocol, record.service)
-    return open_stager(settings(ctx), protocol, stager_url)
 
 
 @stage_app.command("status")
@@ -480,7 +457,14 @@ def status_command(
         return
     records = store.all()
     if not offline:
-        records = _refresh(ctx, store, records)
+        refreshed = refresh(lambda: settings(ctx), store, records)
+        for problem in refreshed.problems:
+            err_console.print(
+                f"[yellow]warning:[/] showing recorded states for {problem.service}: "
+                f"{problem.message}",
+                highlight=False,
+            )
+        records = refreshed.records
     if as_json:
         typer.echo(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
         return
@@ -500,30 +484,6 @@ def status_command(
     console.print(table, highlight=False)
 
 
-def _refresh(
-    ctx: typer.Context, store: RequestStore, records: list[StagingRequest]
-) -> list[StagingRequest]:
-    """Ask each service about its unfinished requests; on trouble warn and keep the records."""
-    pending: dict[tuple[Protocol, str], list[StagingRequest]] = {}
-    for record in records:
-        if not record.state.finished:
-            pending.setdefault((record.protocol, record.service), []).append(record)
-    fresh = {(r.service, r.id): r for r in records}
-    for (protocol, service), group in pending.items():
-        try:
-            with open_stager(settings(ctx), protocol, service) as stager:
-                for record in group:
-                    updated = record.updated(stager.report(record.id, record.surls))
-                    store.save(updated)
-                    fresh[(record.service, record.id)] = updated
-        except StagingError as exc:
-            err_console.print(
-                f"[yellow]warning:[/] showing recorded states for {service}: {exc}",
-                highlight=False,
-            )
-    return [fresh[(r.service, r.id)] for r in records]
-
-
 def _status_one(
     ctx: typer.Context,
     store: RequestStore,
@@ -532,12 +492,10 @@ def _status_one(
     stager_url: str | None,
     as_json: bool,
 ) -> None:
-    record = _record(store, request_id)
-    with _stager_for(ctx, record, protocol, stager_url) as stager:
-        report = stager.report(request_id, record.surls if record else None)
-        service = stager.service
-    if record is not None and record.service == service:
-        store.save(record.updated(report))
+    status = request_status(
+        lambda: settings(ctx), store, request_id, protocol=protocol, stager_url=stager_url
+    )
+    report, service, record = status.report, status.service, status.record
     if as_json:
         typer.echo(json.dumps(report.model_dump(mode="json"), indent=2))
         return
@@ -582,18 +540,23 @@ def abort_command(
     Example: gridlrt stage abort 40001
     """
     store = RequestStore()
-    record = _record(store, request_id)
-    if dry_run:
+    aborted = abort_request(
+        lambda: settings(ctx),
+        store,
+        request_id,
+        protocol=protocol,
+        stager_url=stager_url,
+        dry_run=dry_run,
+    )
+    record = aborted.record
+    if aborted.state is None:
         what = f"{record.files_total} file(s) at {record.site}, " if record else ""
         where = record.service if record else "the configured stager"
         console.print(f"would abort staging request {request_id} ({what}{where})", highlight=False)
         return
-    with _stager_for(ctx, record, protocol, stager_url) as stager:
-        stager.abort(request_id)
-        state = stager.state(request_id)
-        if record is not None and record.service == stager.service:
-            store.save(record.model_copy(update={"state": state}))
-    console.print(f"aborted staging request {request_id}: now {state.label}", highlight=False)
+    console.print(
+        f"aborted staging request {request_id}: now {aborted.state.label}", highlight=False
+    )
 
 
 # --- check --------------------------------------------------------------------------------------
@@ -615,12 +578,7 @@ def check_command(
     """
     from gridlrt.staging.locality import Locality, check_locality, summarize_locality
 
-    if _is_srm_list(file):
-        urls = [s.url for s in _read(file, subbands)]
-    elif subbands is not None:
-        raise InputError(f"--subbands needs an SRM list; {file} has no srm:// URL")
-    else:
-        urls = read_url_list(file)
+    urls = _warn_duplicates(locality_targets(file, subbands)).urls
     results = check_locality(urls, workers=workers)
     summary = summarize_locality(results)
     if as_json:
@@ -650,10 +608,3 @@ def check_command(
         )
     if any(r.locality in (Locality.MISSING, Locality.UNKNOWN) for r in results):
         raise typer.Exit(1)
-
-
-def _is_srm_list(file: Path) -> bool:
-    try:
-        return "srm://" in file.read_text(encoding="utf-8-sig", errors="replace").lower()
-    except OSError:
-        return True  # let read_srm_list give the one-line error

@@ -9,7 +9,9 @@ Knows nothing of tokens or workers. The pieces:
 * :mod:`~gridlrt.staging.lta_v1`, :mod:`~gridlrt.staging.stageit` — the two services;
 * :mod:`~gridlrt.staging.credentials` — where the LTA secrets come from;
 * :mod:`~gridlrt.staging.records` — the local record of submitted requests;
-* :mod:`~gridlrt.staging.locality` — ONLINE/NEARLINE through the storage layer (gfal2).
+* :mod:`~gridlrt.staging.locality` — ONLINE/NEARLINE through the storage layer (gfal2);
+* :mod:`~gridlrt.staging.service` — what ``gridlrt stage`` does with these: submit and
+  record, refresh the records (per service, tolerating one in trouble), status, abort.
 
 Start with :func:`open_stager`. Nothing here reads a secret or opens a connection at import.
 """
