@@ -19,11 +19,11 @@ from gridlrt.cli.common import (
     output_directory,
     settings,
 )
+from gridlrt.config import Settings
 from gridlrt.durations import format_duration, parse_duration
 from gridlrt.errors import InputError, MalformedToken
-from gridlrt.staging.lists import check_list_file
 from gridlrt.tokens import Token, TokenPool, TokenStatus, open_pool
-from gridlrt.tokens.create import make_tokens, parse_fields, read_inputs
+from gridlrt.tokens.create import TokenCheck, create_tokens
 from gridlrt.worker.plan import validate_step
 from gridlrt.worker.steps import resolve_step
 
@@ -149,20 +149,19 @@ def create(
 
     Example: gridlrt tokens create --step mystep --steps-dir steps/ --inputs srm.txt
     """
-    tokens = make_tokens(
-        read_inputs(inputs),
+    result = create_tokens(
+        lambda: settings(ctx, pool),
+        inputs,
         step=step,
         per_token=per_token,
-        fields=parse_fields(field or []),
+        fields=field or [],
         priority=priority,
+        attach=attach or [],
+        check=_step_check(step, steps_dir),
+        dry_run=dry_run,
     )
-    check_list_file(inputs)
-    chosen = settings(ctx, pool)
-    if tokens:
-        config = resolve_step(step, steps_dir)
-        validate_step(config, tokens[0], storage_root=chosen.storage_root, step_dir=steps_dir)
-    attachments = [(path, _read_attachment(path)) for path in attach or []]
-    if dry_run:
+    tokens = result.tokens
+    if result.dry_run:
         table = Table(title=f"would create {len(tokens)} token(s) for step {step!r}")
         for column in ("id", "inputs", "first input"):
             table.add_column(column, overflow="fold")
@@ -171,27 +170,24 @@ def create(
         console.print(table)
         if len(tokens) > 50:
             console.print(f"... and {len(tokens) - 50} more")
-        for path, _ in attachments:
+        for path in result.attachments:
             console.print(f"would attach {path.name} to each new token")
         return
-    with open_pool(chosen) as opened:
-        if chosen.pool_kind == "embedded":
-            opened.init()  # the default pool needs no separate set-up step
-        result = opened.create(tokens)
-        for token_id in result.created:
-            for path, data in attachments:
-                opened.attach(token_id, path.name, data)
-        console.print(
-            f"created {len(result.created)} token(s) for step {step!r} in {opened.url}"
-            + (f"; {len(result.duplicates)} already there" if result.duplicates else "")
-        )
+    console.print(
+        f"created {len(result.created)} token(s) for step {step!r} in {result.pool_url}"
+        + (f"; {len(result.duplicates)} already there" if result.duplicates else "")
+    )
 
 
-def _read_attachment(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"--attach {path}: {exc.strerror}") from exc
+def _step_check(step: str, steps_dir: Path | None) -> TokenCheck:
+    """The step looked up as pilots will (--steps-dir, then the built-in steps), its templates
+    filled from a token: a typo or a broken template fails now, not in every pilot."""
+
+    def check(token: Token, chosen: Settings) -> None:
+        config = resolve_step(step, steps_dir)
+        validate_step(config, token, storage_root=chosen.storage_root, step_dir=steps_dir)
+
+    return check
 
 
 @tokens_app.command("status")

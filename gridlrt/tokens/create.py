@@ -1,4 +1,10 @@
-"""From an inputs file to tokens: pure functions, no pool access.
+"""From an inputs file to tokens in the pool.
+
+The pure part (no pool access): :func:`read_inputs`, :func:`parse_fields`, :func:`make_tokens`.
+:func:`create_tokens` is ``gridlrt tokens create`` as a library call: read and check the
+inputs, make the tokens, check the first against its step (through a caller's
+:data:`TokenCheck`: the tokens room does not know how a step runs), read the attachments,
+then create the tokens and attach the files to the new ones - or only say what it would do.
 
 An inputs file has one input per line (an SRM URL, any URL, or a path); blank lines and ``#``
 comments are ignored. Token ids are readable and stable — ``<step>_<name>`` where the name
@@ -10,14 +16,22 @@ same tokens twice is a no-op.
 from __future__ import annotations
 
 import json
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from gridlrt.config import Settings
 from gridlrt.errors import InputError
 from gridlrt.lofar_names import basename, short_name
+from gridlrt.staging.lists import check_list_file
+from gridlrt.tokens import open_pool
 from gridlrt.tokens.model import Token, new_token
+
+log = logging.getLogger(__name__)
 
 RESERVED_FIELDS = frozenset(Token.model_fields) | {"_id", "_rev", "_attachments"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -96,3 +110,84 @@ def make_tokens(
             )
         )
     return tokens
+
+
+TokenCheck = Callable[[Token, Settings], None]
+"""Checks a new token against its step before anything is created (e.g. fills the step's
+templates from it); raises :class:`InputError` naming the problem."""
+
+
+class CreatedTokens(BaseModel):
+    """What :func:`create_tokens` made (or, for a dry run, would make)."""
+
+    step: str
+    tokens: list[Token]
+    """Every token made from the inputs (new or not)."""
+    attachments: list[Path] = []
+    """Files attached to every new token."""
+    dry_run: bool = False
+    pool_url: str | None = None
+    """The pool written to; None for a dry run."""
+    created: list[str] = []
+    """Ids of the tokens that are new in the pool."""
+    duplicates: list[str] = []
+    """Ids that were already there (left as they are, no attachment added)."""
+
+
+def read_attachment(path: Path) -> bytes:
+    """The bytes of an ``--attach`` file; :class:`InputError` naming it when unreadable."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"--attach {path}: {exc.strerror}") from exc
+
+
+def create_tokens(
+    settings: Settings | Callable[[], Settings],
+    inputs: Path,
+    *,
+    step: str,
+    per_token: int = 1,
+    fields: Sequence[str] = (),
+    priority: int = 0,
+    attach: Sequence[Path] = (),
+    check: TokenCheck | None = None,
+    dry_run: bool = False,
+) -> CreatedTokens:
+    """Make one todo token of ``step`` per ``per_token`` inputs of the file ``inputs`` and
+    create them in the pool of ``settings``; then attach every file of ``attach`` to each
+    token that is new. Idempotent: tokens already there are reported as duplicates.
+
+    ``fields`` are ``KEY=VALUE`` pairs as ``--field`` takes them (see :func:`parse_fields`).
+    ``settings`` may be a function giving them: it is called after the inputs were read and
+    checked, so a problem with the inputs is reported first. ``check`` sees the first token
+    and the settings before anything is read or written. ``dry_run``: do everything but
+    touch the pool (attachments are still read, so an unreadable one fails now).
+    """
+    tokens = make_tokens(
+        read_inputs(inputs),
+        step=step,
+        per_token=per_token,
+        fields=parse_fields(fields),
+        priority=priority,
+    )
+    check_list_file(inputs)
+    chosen = settings if isinstance(settings, Settings) else settings()
+    if tokens and check is not None:
+        check(tokens[0], chosen)
+    attachments = [(path, read_attachment(path)) for path in attach]
+    planned = CreatedTokens(step=step, tokens=tokens, attachments=[p for p, _ in attachments])
+    if dry_run:
+        return planned.model_copy(update={"dry_run": True})
+    with open_pool(chosen) as pool:
+        if chosen.pool_kind == "embedded":
+            pool.init()  # the default pool needs no separate set-up step
+        result = pool.create(tokens)
+        for token_id in result.created:
+            for path, data in attachments:
+                pool.attach(token_id, path.name, data)
+        url = pool.url
+    log.info("created %d token(s) for step %s in %s", len(result.created), step, url)
+    return planned.model_copy(
+        update={"pool_url": url, "created": result.created, "duplicates": result.duplicates}
+    )
