@@ -14,14 +14,12 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from gridlrt.cli.common import PoolOption, console, duration, err_console, settings
-from gridlrt.config import redact_url, url_credentials
 from gridlrt.durations import format_duration
 from gridlrt.errors import GridlrtError, InputError
 from gridlrt.submit.model import JobRecord, JobState, Resources
 from gridlrt.submit.pilot_args import pilot_max_time
 from gridlrt.submit.service import (
     BACKENDS,
-    GRID,
     auto_count,
     cancel,
     get_record,
@@ -30,6 +28,7 @@ from gridlrt.submit.service import (
     plan,
     refresh,
     submit,
+    worker_arguments,
 )
 from gridlrt.tokens import TokenStatus, open_pool
 from gridlrt.worker.plan import validate_step
@@ -243,25 +242,15 @@ def submit_command(
         banned_sites=ban_site or [],
         tags=tag or [],
     )
-    worker_args: list[str] = []
-    if max_tokens is not None:
-        worker_args += ["--max-tokens", str(max_tokens)]
-    if idle_timeout is not None:
-        idle = duration(idle_timeout, "--idle-timeout", zero=True, example="10m")
-        worker_args += ["--idle-timeout", f"{idle:.0f}s"]
-    root = output_root or chosen.storage_root
-    if backend in GRID and root.startswith("file:"):
-        raise InputError(
-            f"outputs would go to {root} on each worker node; give --output-root davs://... "
-            "or srm://... (or set storage_root) so results land on grid storage"
-        )
-    if url_credentials(root).password:
-        raise InputError(
-            f"the output root {redact_url(root)} holds a password, which would travel in every "
-            "pilot's command line; give the URL without it (storage credentials come from the "
-            "node's grid proxy or token)"
-        )
-    worker_args += ["--output-root", root]
+    idle = (
+        duration(idle_timeout, "--idle-timeout", zero=True, example="10m")
+        if idle_timeout is not None
+        else None
+    )
+    pilot_args = worker_arguments(
+        chosen, backend, output_root=output_root, max_tokens=max_tokens, idle_timeout=idle
+    )
+    root = pilot_args.output_root
     config = resolve_step(step, steps_dir)  # before any pilot: a typo fails here, not on nodes
     with open_pool(chosen) as opened:
         if requested is None:
@@ -279,7 +268,7 @@ def submit_command(
             step=step,
             count=requested,
             resources=resources,
-            worker_args=worker_args,
+            worker_args=pilot_args.argv,
             steps_dir=steps_dir,
             run_dir=run_dir,
         )

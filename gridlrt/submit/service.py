@@ -1,6 +1,8 @@
 """Submitting pilots for a step and keeping track of them: the glue between settings, the pool
 (how many tokens are to do; job records), the pilot sandbox and a backend.
 
+* :func:`worker_arguments` - the options every pilot gets on its command line, with the
+  output root checked (grid storage for grid pilots, no password in it);
 * :func:`plan` - decide the count (``auto``: the step's todo tokens, capped), build the pilot
   sandbox for grid backends, and render the submission (nothing is submitted);
 * :func:`submit` - write the credentials file (0600), submit, and save a :class:`JobRecord`;
@@ -14,11 +16,12 @@ import os
 import secrets
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gridlrt.config import Settings, data_dir, strip_credentials
+from gridlrt.config import Settings, data_dir, redact_url, strip_credentials, url_credentials
 from gridlrt.credentials import couchdb_auth
 from gridlrt.errors import InputError, JobNotFound, RecordNotFound
 from gridlrt.submit.base import Submitter
@@ -62,6 +65,55 @@ def auto_count(pool: TokenPool, step: str, maximum: int) -> int:
     """``-n auto``: one pilot per todo token of ``step``, at most ``maximum``."""
     todo = pool.overview().total(TokenStatus.TODO, step)
     return min(todo, maximum)
+
+
+@dataclass(frozen=True)
+class WorkerArguments:
+    """What :func:`worker_arguments` decided: the output root and the pilots' arguments."""
+
+    output_root: str
+    """Where outputs go (the option, else the ``storage_root`` setting)."""
+    argv: list[str]
+    """The ``gridlrt worker run`` options every pilot of the submission gets."""
+
+
+def check_output_root(backend: str, root: str) -> None:
+    """:class:`InputError` for an output root pilots of ``backend`` must not get: a
+    ``file:`` root for grid pilots (results would stay on the worker nodes), or any root
+    holding a password (it would travel in every pilot's command line)."""
+    if backend in GRID and root.startswith("file:"):
+        raise InputError(
+            f"outputs would go to {root} on each worker node; give --output-root davs://... "
+            "or srm://... (or set storage_root) so results land on grid storage"
+        )
+    if url_credentials(root).password:
+        raise InputError(
+            f"the output root {redact_url(root)} holds a password, which would travel in every "
+            "pilot's command line; give the URL without it (storage credentials come from the "
+            "node's grid proxy or token)"
+        )
+
+
+def worker_arguments(
+    settings: Settings,
+    backend: str,
+    *,
+    output_root: str | None = None,
+    max_tokens: int | None = None,
+    idle_timeout: float | None = None,
+) -> WorkerArguments:
+    """The worker options for pilots on ``backend``: ``--max-tokens``, ``--idle-timeout``
+    (seconds, whole) and ``--output-root`` (``output_root``, else ``settings.storage_root``,
+    checked by :func:`check_output_root`)."""
+    argv: list[str] = []
+    if max_tokens is not None:
+        argv += ["--max-tokens", str(max_tokens)]
+    if idle_timeout is not None:
+        argv += ["--idle-timeout", f"{idle_timeout:.0f}s"]
+    root = output_root or settings.storage_root
+    check_output_root(backend, root)
+    argv += ["--output-root", root]
+    return WorkerArguments(output_root=root, argv=argv)
 
 
 def new_record_id(backend: str, step: str) -> str:
