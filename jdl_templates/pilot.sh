@@ -17,17 +17,25 @@
 # Environment:
 #   GRIDLRT_PYTHON  the Python to run gridlrt with (default: python3); its major.minor,
 #                   implementation and platform must be those of the bundle (bundle.json)
+#   GRIDLRT_PILOT_RETRIES     how often to start gridlrt again when it exits 5 (a service,
+#                   usually the pool, did not answer even after --pool-patience); default 2
+#   GRIDLRT_PILOT_RETRY_WAIT  seconds to wait before each such restart (default 300)
 #   ./pool.cred     if the job's input sandbox has it: the CouchDB pool credentials
 #                   (username=, password=); made 0600 and given to gridlrt as
 #                   GRIDLRT_POOL_CREDENTIALS; its content is never printed
 #
 # Steps: find the Python; fetch the sandbox; verify its sha256; unpack it into a fresh
 # ./gridlrt-sandbox; check the Python against _gridlrt/bundle.json; check gfal2 imports;
-# put _gridlrt/lib first on PYTHONPATH; exec PYTHON -P -m gridlrt worker run --steps-dir
-# ./gridlrt-sandbox "$@". Every phase is logged to stdout as "pilot.sh: <UTC time> <message>",
-# errors to stderr as "pilot.sh: <UTC time> error: <message>".
+# put _gridlrt/lib first on PYTHONPATH; run PYTHON -P -m gridlrt worker run --steps-dir
+# ./gridlrt-sandbox "$@" (SIGTERM/SIGINT are passed on to it). Every phase is logged to stdout
+# as "pilot.sh: <UTC time> <message>", errors to stderr as "pilot.sh: <UTC time> error: <message>".
 #
-# Exit codes (once gridlrt runs, its own: 0 finished, 1 an error it explains, 2 a bad option):
+# When gridlrt exits 5 (service unavailable), it is started again after
+# GRIDLRT_PILOT_RETRY_WAIT seconds, at most GRIDLRT_PILOT_RETRIES times, with --max-time
+# shortened by the time already spent (so the job still ends before its wall time); tokens
+# are safe meanwhile (a pilot's claim is recovered once its heartbeat stops).
+#
+# Exit codes: pilot.sh's own (the bootstrap failed, gridlrt never ran):
 #   64  usage: missing or malformed arguments, or an unsupported URL scheme
 #   65  the Python ($GRIDLRT_PYTHON, default python3) is not found or does not run
 #   66  the sandbox file is missing, or its download failed
@@ -35,6 +43,10 @@
 #   68  the sandbox does not unpack, has no runtime bundle, or its gridlrt does not import
 #   69  the Python's version, implementation or platform is not the bundle's
 #   70  gfal2's Python binding does not import with that Python (the site must provide it)
+# otherwise gridlrt's (README "Exit codes"): 0 done, 1 failed, 2 usage, 3 invalid input or
+# settings, 4 credentials missing or refused, 5 a service did not answer (after the retries
+# above), 6 a bug in gridlrt, 130 interrupted; each non-zero one is explained by one
+# "pilot.sh: <UTC time> error: gridlrt exited N: ..." line on stderr.
 set -eu
 
 ME=pilot.sh
@@ -42,10 +54,11 @@ SANDBOX_DIR=gridlrt-sandbox
 
 now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 log() { printf '%s: %s %s\n' "$ME" "$(now)" "$*"; }
+error() { printf '%s: %s error: %s\n' "$ME" "$(now)" "$*" >&2; }
 die() {
     code=$1
     shift
-    printf '%s: %s error: %s\n' "$ME" "$(now)" "$*" >&2
+    error "$*"
     exit "$code"
 }
 # user:password@ in a URL is shown as ***@
@@ -65,11 +78,14 @@ file:// https:// davs:// srm:// root:// gsiftp:// URL), check its sha256, unpack
   SHA256          its id (the sha256 printed by the build)
   options         e.g. --pool https://couch.example.org:6984/lofar --step average --max-time 11h
 
-Environment: GRIDLRT_PYTHON (default python3); ./pool.cred, if present, holds the pool
-credentials (made 0600, passed as GRIDLRT_POOL_CREDENTIALS, never printed).
+Environment: GRIDLRT_PYTHON (default python3); GRIDLRT_PILOT_RETRIES (default 2) and
+GRIDLRT_PILOT_RETRY_WAIT (seconds, default 300): restarts of gridlrt when it exits 5 (a
+service did not answer); ./pool.cred, if present, holds the pool credentials (made 0600,
+passed as GRIDLRT_POOL_CREDENTIALS, never printed).
 Exit codes: 64 usage, 65 no Python, 66 sandbox not found or not downloaded, 67 sha256
 mismatch, 68 bad sandbox, 69 Python does not match the bundle, 70 no gfal2 binding;
-otherwise gridlrt's own.
+otherwise gridlrt's own: 1 failed, 2 usage, 3 invalid input, 4 credentials, 5 service
+unavailable (after the retries), 6 internal error, 130 interrupted.
 EOF
 }
 
@@ -86,6 +102,12 @@ fi
 SANDBOX=$1
 SHA256=$(printf '%s' "$2" | tr 'A-F' 'a-f')
 shift 2
+RETRIES=${GRIDLRT_PILOT_RETRIES:-2}
+RETRY_WAIT=${GRIDLRT_PILOT_RETRY_WAIT:-300}
+case "$RETRIES$RETRY_WAIT" in
+    *[!0-9]*) die 64 "GRIDLRT_PILOT_RETRIES and GRIDLRT_PILOT_RETRY_WAIT must be whole numbers, got '$RETRIES' and '$RETRY_WAIT'" ;;
+esac
+STARTED=$(date +%s)
 case "$SHA256" in
     '' | *[!0-9a-f]*) die 64 "SHA256 must be 64 hexadecimal characters (the sandbox id), got '$SHA256'" ;;
 esac
@@ -248,5 +270,85 @@ if ! IMPORTED=$("$PY" -P -c "$PROBE" 2>/dev/null); then
 fi
 log "gridlrt $WANT_GRIDLRT from $IMPORTED"
 
-log "exec: $PY -P -m gridlrt worker run --steps-dir $PWD/$SANDBOX_DIR $(redact "$*")"
-exec "$PY" -P -m gridlrt worker run --steps-dir "$PWD/$SANDBOX_DIR" "$@"
+# --- run gridlrt ------------------------------------------------------------------------------
+# The seconds of the last --max-time option (Ns, Nm, Nh, Nd or N; empty if absent or compound).
+max_time_seconds() {
+    value=
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --max-time) [ $# -lt 2 ] || { value=$2; shift; } ;;
+            --max-time=*) value=${1#--max-time=} ;;
+        esac
+        shift
+    done
+    number=${value%[smhd]}
+    case "$number" in '' | *[!0-9]*) return 0 ;; esac
+    case "$value" in
+        *m) echo $((number * 60)) ;;
+        *h) echo $((number * 3600)) ;;
+        *d) echo $((number * 86400)) ;;
+        *) echo "$number" ;;
+    esac
+}
+MAX_TIME=$(max_time_seconds "$@")
+
+CHILD=
+SIGNALLED=
+pass_on() {
+    SIGNALLED=1
+    [ -z "$CHILD" ] || kill -s "$1" "$CHILD" 2>/dev/null || :
+}
+trap 'pass_on TERM' TERM
+trap 'pass_on INT' INT
+
+# gridlrt worker run "$@" [extra options] as a child that gets our SIGTERM/SIGINT; its exit code
+run_gridlrt() {
+    "$PY" -P -m gridlrt worker run --steps-dir "$PWD/$SANDBOX_DIR" "$@" &
+    CHILD=$!
+    wait "$CHILD" && status=0 || status=$?
+    # a trapped signal interrupts wait (status 128+N) while gridlrt still finishes its token
+    while [ -n "$SIGNALLED" ] && [ "$status" -gt 128 ]; do
+        SIGNALLED=
+        wait "$CHILD" && again=0 || again=$?
+        [ "$again" -eq 127 ] || status=$again # 127: it had already been waited for
+    done
+    CHILD=
+    return "$status"
+}
+
+attempt=0
+EXTRA=
+while :; do
+    log "run: $PY -P -m gridlrt worker run --steps-dir $PWD/$SANDBOX_DIR $(redact "$*")${EXTRA:+ $EXTRA}"
+    # shellcheck disable=SC2086 # EXTRA is empty or "--max-time <N>s"
+    run_gridlrt "$@" $EXTRA && code=0 || code=$?
+    [ "$code" -eq 5 ] && [ "$attempt" -lt "$RETRIES" ] && [ -z "$SIGNALLED" ] || break
+    attempt=$((attempt + 1))
+    if [ -n "$MAX_TIME" ]; then
+        left=$((MAX_TIME - ($(date +%s) - STARTED) - RETRY_WAIT))
+        if [ "$left" -lt 60 ]; then
+            log "gridlrt exited 5 (a service did not answer); too little time left to try again"
+            break
+        fi
+        EXTRA="--max-time ${left}s"
+    fi
+    log "gridlrt exited 5 (a service did not answer); starting it again in $RETRY_WAIT s (retry $attempt of $RETRIES)"
+    sleep "$RETRY_WAIT" &
+    CHILD=$!
+    wait "$CHILD" || :
+    CHILD=
+    [ -z "$SIGNALLED" ] || break
+done
+
+case "$code" in
+    0) log "gridlrt finished" ;;
+    1) error "gridlrt exited 1: it failed (its message is above)" ;;
+    2) error "gridlrt exited 2: bad gridlrt worker run options (its message is above)" ;;
+    3) error "gridlrt exited 3: invalid input or settings (its message is above); fix the job before submitting it again" ;;
+    4) error "gridlrt exited 4: pool or storage credentials missing or refused (its message is above)" ;;
+    5) error "gridlrt exited 5: a service (the pool?) did not answer, also after $attempt restart(s); the tokens are safe: submit pilots again later" ;;
+    6) error "gridlrt exited 6: a bug in gridlrt (the traceback is above); please report it" ;;
+    130) error "gridlrt exited 130: interrupted" ;;
+    *) error "gridlrt exited $code" ;;
+esac
+exit "$code"

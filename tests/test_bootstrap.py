@@ -19,7 +19,7 @@ import pytest
 
 import gridlrt
 from gridlrt.config import load_settings
-from gridlrt.errors import ConfigError
+from gridlrt.errors import ConfigError, ExitCode
 from gridlrt.sandbox import (
     SITE_PROVIDED,
     BundleInfo,
@@ -32,6 +32,7 @@ from gridlrt.sandbox import (
 from gridlrt.sandbox.bundle import requirement_closure
 from gridlrt.storage import Storage
 from gridlrt.tokens import TokenPool, TokenStatus, new_token, open_pool
+from tests.services.process import free_port
 from tests.services.webdav import WebDAV
 
 PILOT_SH = Path(__file__).resolve().parents[1] / "jdl_templates" / "pilot.sh"
@@ -396,3 +397,41 @@ def test_pilot_sh_is_package_data_and_posix_sh() -> None:
             [*shell, "-n", str(PILOT_SH)], capture_output=True, text=True, check=False
         )
         assert checked.returncode == 0, checked.stderr
+
+
+def test_pilot_sh_restarts_gridlrt_when_the_pool_does_not_answer(
+    site_python: Path, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """gridlrt exits 5 (service unavailable) when the pool stays away: pilot.sh waits and
+    starts it again (with --max-time shortened), then reports exit 5 in one error line."""
+    port = free_port()
+    job = job_dir(tmp_path, sandbox)
+    result = run_pilot(
+        job, sandbox.name, sandbox.id, "--pool", f"http://127.0.0.1:{port}/lofar",
+        "--step", "probe", "--pool-patience", "0s", "--max-time", "3600s",
+        python=site_python,
+        extra_env={"GRIDLRT_PILOT_RETRIES": "1", "GRIDLRT_PILOT_RETRY_WAIT": "0"},
+    )  # fmt: skip
+    line = failed(result, ExitCode.UNAVAILABLE)
+    assert "gridlrt exited 5: a service (the pool?) did not answer" in line
+    assert "after 1 restart(s)" in line
+    runs = [ln for ln in result.stdout.splitlines() if " run: " in ln]
+    assert len(runs) == 2, result.stdout
+    assert runs[1].endswith("s") and " --max-time 3" in runs[1]  # what is left of the hour
+    assert "starting it again in 0 s (retry 1 of 1)" in result.stdout
+    assert result.stderr.count(f"token pool http://127.0.0.1:{port}/lofar unreachable") == 2
+
+
+def test_pilot_sh_reports_gridlrt_exit_codes(
+    site_python: Path, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A credentials problem is not retried: one line says which kind of failure it was."""
+    job = job_dir(tmp_path, sandbox)
+    (job / "pool.cred").write_text("no key-value pairs here\n")
+    result = run_pilot(
+        job, sandbox.name, sandbox.id, "--pool", f"http://127.0.0.1:{free_port()}/lofar",
+        "--step", "probe", python=site_python,
+    )  # fmt: skip
+    line = failed(result, ExitCode.CREDENTIALS)
+    assert "gridlrt exited 4: pool or storage credentials missing or refused" in line
+    assert sum(" run: " in ln for ln in result.stdout.splitlines()) == 1

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from gridlrt import __version__
+from gridlrt.errors import ExitCode
 
 GRIDLRT = str(Path(sys.executable).with_name("gridlrt"))
 
@@ -30,7 +31,7 @@ def test_help_teaches_where_to_start() -> None:
 
 def test_bad_pool_is_one_line_without_traceback() -> None:
     result = gridlrt("doctor", "--pool", "couch://nowhere/db")
-    assert result.returncode == 1
+    assert result.returncode == ExitCode.INPUT
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: --pool: pool URL 'couch://nowhere/db' must start with")
@@ -41,7 +42,7 @@ def test_broken_config_file_is_one_line(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text("pool = \n")
     result = gridlrt("--config", str(config), "doctor")
-    assert result.returncode == 1
+    assert result.returncode == ExitCode.INPUT
     assert result.stderr.strip().startswith(f"error: {config}: not valid TOML")
     assert len(result.stderr.strip().splitlines()) == 1
 

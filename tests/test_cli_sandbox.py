@@ -15,6 +15,7 @@ from uuid import uuid4
 
 import pytest
 
+from gridlrt.errors import ExitCode
 from tests.services.webdav import WebDAV
 
 GRIDLRT = str(Path(sys.executable).with_name("gridlrt"))
@@ -50,9 +51,9 @@ def step(tmp_path: Path) -> Path:
     return step
 
 
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    """A user error: exit 1, one line on stderr starting with 'error:', no traceback."""
-    assert result.returncode == 1, (result.stdout, result.stderr)
+def one_line_error(result: subprocess.CompletedProcess[str], code: ExitCode) -> str:
+    """An error: exit ``code``, one line on stderr starting with 'error:', no traceback."""
+    assert result.returncode == code, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and "Traceback" not in result.stderr
@@ -147,22 +148,29 @@ def test_tampered_and_bad_input_are_one_line_errors(
         fh.seek(100)
         fh.write(bytes([byte[0] ^ 0xFF]))
 
-    line = one_line_error(run("sandbox", "fetch", url, "--to", str(tmp_path / "w")))
+    line = one_line_error(
+        run("sandbox", "fetch", url, "--to", str(tmp_path / "w")), ExitCode.FAILED
+    )
     assert "sha256" in line and "refusing to extract" in line and url in line
     assert not (tmp_path / "w").exists()
 
-    line = one_line_error(run("sandbox", "build", str(tmp_path / "missing")))
+    line = one_line_error(run("sandbox", "build", str(tmp_path / "missing")), ExitCode.INPUT)
     assert "not a directory" in line
-    line = one_line_error(run("sandbox", "fetch", f"{base}/plain.tar.gz", "--to", "w2"))
+    line = one_line_error(
+        run("sandbox", "fetch", f"{base}/plain.tar.gz", "--to", "w2"), ExitCode.INPUT
+    )
     assert "--sha256" in line
-    line = one_line_error(run("sandbox", "push", str(step), "--to", "ftp://example.org/sb"))
+    line = one_line_error(
+        run("sandbox", "push", str(step), "--to", "ftp://example.org/sb"), ExitCode.INPUT
+    )
     assert "ftp:// is not supported" in line
     missing = webdav.dav_url(f"nothing/{'a' * 64}.tar.gz")
-    line = one_line_error(run("sandbox", "fetch", missing, "--to", "w3"))
+    line = one_line_error(run("sandbox", "fetch", missing, "--to", "w3"), ExitCode.INPUT)
     assert "no such file" in line and missing in line
     line = one_line_error(
         run("sandbox", "fetch", "--retries", "0", f"dav://127.0.0.1:1/{'b' * 64}.tar.gz",
-            "--to", "w4")
+            "--to", "w4"),
+        ExitCode.UNAVAILABLE,
     )  # fmt: skip
     assert "cannot connect" in line
 
@@ -196,11 +204,14 @@ def test_build_and_push_with_gridlrt(run: Run, webdav: WebDAV, step: Path, tmp_p
     assert hashlib.sha256(server_file.read_bytes()).hexdigest() == sandbox_id
 
     line = one_line_error(
-        run("sandbox", "push", f"{sandbox_id}.tar.gz", "--with-gridlrt", "--to", base)
+        run("sandbox", "push", f"{sandbox_id}.tar.gz", "--with-gridlrt", "--to", base),
+        ExitCode.INPUT,
     )
     assert "--with-gridlrt adds files while building" in line
     clash = f"_gridlrt/bundle.json={step / 'run.sh'}"
-    line = one_line_error(run("sandbox", "build", str(step), "--with-gridlrt", "--include", clash))
+    line = one_line_error(
+        run("sandbox", "build", str(step), "--with-gridlrt", "--include", clash), ExitCode.INPUT
+    )
     assert "belongs to the runtime bundle" in line
 
 
@@ -227,9 +238,9 @@ def test_storage_commands(run: Run, webdav: WebDAV, tmp_path: Path) -> None:
     assert '"size": 14' in stat.stdout
     expected = f"{zlib.adler32(src.read_bytes()):08x}"
     assert run("storage", "checksum", str(src)).stdout.strip() == expected
-    line = one_line_error(run("storage", "checksum", f"{base}/x/a.txt"))
+    line = one_line_error(run("storage", "checksum", f"{base}/x/a.txt"), ExitCode.INPUT)
     assert "does not compute adler32" in line
-    line = one_line_error(run("storage", "stat", f"{base}/nope"))
+    line = one_line_error(run("storage", "stat", f"{base}/nope"), ExitCode.INPUT)
     assert f"{base}/nope" in line and "no such file" in line
 
     rendered = run(
@@ -237,12 +248,14 @@ def test_storage_commands(run: Run, webdav: WebDAV, tmp_path: Path) -> None:
         "-f", "obsid=L229507", "-f", "step=average", "-f", "name=L229507_SB100.MS.tar",
     )  # fmt: skip
     assert rendered.stdout.strip() == f"{base}/L229507/average/L229507_SB100.MS.tar"
-    line = one_line_error(run("storage", "url", "{root}/{obsid}", "-f", "root=dav://h"))
+    line = one_line_error(
+        run("storage", "url", "{root}/{obsid}", "-f", "root=dav://h"), ExitCode.INPUT
+    )
     assert "{obsid}" in line and "known fields: root" in line
 
     assert run("storage", "rm", f"{base}/x", "--dry-run").returncode == 0
     assert webdav.path(f"{base}/x/a.txt").exists()
-    line = one_line_error(run("storage", "rm", f"{base}/x"))
+    line = one_line_error(run("storage", "rm", f"{base}/x"), ExitCode.FAILED)
     assert "not empty" in line
     assert run("storage", "rm", f"{base}/x", "-r").returncode == 0
     assert not webdav.path(f"{base}/x").exists()

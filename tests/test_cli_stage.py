@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gridlrt.errors import ExitCode
 from tests.fakes.archive import FakeArchive
 from tests.fakes.lta_stager_v1 import FakeLtaStagerV1
 from tests.fakes.stageit import FakeStageIT
@@ -95,8 +96,8 @@ def srm_txt(tmp_path: Path) -> Path:
     return path
 
 
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 1, (result.stdout, result.stderr)
+def one_error_line(result: subprocess.CompletedProcess[str], code: ExitCode) -> str:
+    assert result.returncode == code, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -165,17 +166,21 @@ def test_bad_line_is_one_line_with_its_number(user: User, tmp_path: Path) -> Non
     lines = [sara(sb) for sb in range(16)] + ["L229507_SB016_uv.dppp.MS_3d78b8f1.tar"]
     path.write_text("\n".join(lines) + "\n")
     for command in ("list", "submit"):
-        line = one_error_line(user.run("stage", command, str(path)))
+        line = one_error_line(user.run("stage", command, str(path)), ExitCode.INPUT)
         assert line == f"error: {path}:17: not an SRM URL: L229507_SB016_uv.dppp.MS_3d78b8f1.tar"
 
 
 def test_empty_list_and_bad_ranges(user: User, tmp_path: Path, srm_txt: Path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing yet\n")
-    assert "no SRM URLs" in one_error_line(user.run("stage", "list", str(empty)))
-    line = one_error_line(user.run("stage", "list", str(srm_txt), "--subbands", "5..3"))
+    assert "no SRM URLs" in one_error_line(user.run("stage", "list", str(empty)), ExitCode.INPUT)
+    line = one_error_line(
+        user.run("stage", "list", str(srm_txt), "--subbands", "5..3"), ExitCode.INPUT
+    )
     assert "runs backwards" in line
-    line = one_error_line(user.run("stage", "list", str(srm_txt), "--subbands", "0..9"))
+    line = one_error_line(
+        user.run("stage", "list", str(srm_txt), "--subbands", "0..9"), ExitCode.INPUT
+    )
     assert line.endswith("(its subbands: 100..105)")
 
 
@@ -295,7 +300,7 @@ def test_abort_and_dry_run(user: User, srm_txt: Path) -> None:
     assert user.stageit.archive.view(request_id).state == "aborted"
     records = json.loads(user.records.read_text())["requests"]
     assert records[0]["state"] == "aborted"
-    line = one_error_line(user.run("stage", "abort", "777"))
+    line = one_error_line(user.run("stage", "abort", "777"), ExitCode.INPUT)
     assert line == "error: StageIT knows no staging request 777"
 
 
@@ -305,7 +310,7 @@ def test_abort_and_dry_run(user: User, srm_txt: Path) -> None:
 def test_bad_token_is_one_clear_line(user: User, srm_txt: Path) -> None:
     user.stagingrc("api_token=expired-token-xyz\n")
     result = user.run("stage", "submit", str(srm_txt))
-    line = one_error_line(result)
+    line = one_error_line(result, ExitCode.CREDENTIALS)
     assert line == (
         f"error: StageIT {user.stageit.url} rejected the API token from "
         f"{user.home / '.stagingrc'} (HTTP 401: Invalid token.); check the api_token= line"
@@ -317,21 +322,21 @@ def test_bad_token_is_one_clear_line(user: User, srm_txt: Path) -> None:
 def test_bad_v1_password_is_one_clear_line(user: User, srm_txt: Path) -> None:
     user.stagingrc("user=ann\npassword=wrong-pw-123\n")
     result = user.run("stage", "submit", str(srm_txt))
-    line = one_error_line(result)
+    line = one_error_line(result, ExitCode.CREDENTIALS)
     assert line.startswith(f"error: LTA stager {user.v1.url} rejected the user and password")
     assert "wrong-pw-123" not in result.stdout + result.stderr
 
 
 def test_unsafe_credentials_file(user: User, srm_txt: Path) -> None:
     user.stagingrc(f"api_token={TOKEN}\n", mode=0o644)
-    line = one_error_line(user.run("stage", "submit", str(srm_txt)))
+    line = one_error_line(user.run("stage", "submit", str(srm_txt)), ExitCode.CREDENTIALS)
     assert "is accessible by others (mode 0644); run: chmod 600" in line
 
 
 def test_server_down_is_one_line(user: User, srm_txt: Path) -> None:
     down = f"http://127.0.0.1:{free_port()}/stageit/api/staging/"
     result = user.run("stage", "submit", str(srm_txt), "--stager-url", down)
-    line = one_error_line(result)
+    line = one_error_line(result, ExitCode.UNAVAILABLE)
     assert line.startswith(
         f"error: LTA stager {down} unreachable after 5 attempts (connection refused)"
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gridlrt.config import load_settings
+from gridlrt.errors import ExitCode
 from gridlrt.tokens import PilotInfo, TokenStatus, open_pool
 from tests.services.couchdb import CouchDB
 from tests.services.process import free_port
@@ -185,7 +186,7 @@ def test_user_mistakes_are_one_line(
     pool = f"sqlite:///{tmp_path / 'pool.sqlite'}"
     assert gridlrt("pool", "init", "--pool", pool).returncode == 0
     result = gridlrt(*[a.replace("{srm}", str(srm_txt)) for a in args], "--pool", pool)
-    assert result.returncode == 1
+    assert result.returncode == ExitCode.INPUT
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith(expected), result.stderr
 
@@ -195,7 +196,7 @@ def test_pool_down_is_one_line_after_bounded_retries() -> None:
     started = time.monotonic()
     result = gridlrt("tokens", "status", "--pool", url)
     took = time.monotonic() - started
-    assert result.returncode == 1
+    assert result.returncode == ExitCode.UNAVAILABLE  # retry later
     assert result.stderr.strip() == (
         f"error: token pool {url} unreachable after 5 attempts (ConnectionError); "
         "check the URL and that the server runs"
@@ -205,12 +206,13 @@ def test_pool_down_is_one_line_after_bounded_retries() -> None:
 
 def test_missing_database_and_refused_credentials(couchdb: CouchDB) -> None:
     missing = gridlrt("tokens", "status", "--pool", f"{couchdb.url}/never_created")
-    assert missing.returncode == 1
+    # couchdb.py raises PoolUnavailable for a database that does not exist (yet)
+    assert missing.returncode == ExitCode.UNAVAILABLE
     assert missing.stderr.strip() == (
         f"error: database {couchdb.url}/never_created does not exist; run `gridlrt pool init`"
     )
     url = f"http://ann:hunter2@{couchdb.url.removeprefix('http://')}/never_created"
     refused = gridlrt("tokens", "status", "--pool", url)
-    assert refused.returncode == 1
+    assert refused.returncode == ExitCode.CREDENTIALS
     assert "refused the credentials; check pool_credentials" in refused.stderr
     assert "hunter2" not in refused.stderr + refused.stdout

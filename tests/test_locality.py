@@ -14,7 +14,7 @@ from uuid import uuid4
 
 import pytest
 
-from gridlrt.errors import StagingError, StorageError, StorageNotFound
+from gridlrt.errors import ExitCode, StagingError, StorageError, StorageNotFound
 from gridlrt.staging.locality import (
     Locality,
     bring_online,
@@ -199,5 +199,5 @@ def test_cli_check_table_summary_and_json(webdav: WebDAV, tmp_path: Path) -> Non
     bad = tmp_path / "bad.txt"
     bad.write_text(urls[0] + "\njust words\n")
     failed = run(str(bad))
-    assert failed.returncode == 1
+    assert failed.returncode == ExitCode.INPUT
     assert failed.stderr.strip() == f"error: {bad}:2: not a URL: just words"

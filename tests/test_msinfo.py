@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gridlrt.demo.synthetic_ms import SyntheticMSSpec, subband_centre_hz
-from gridlrt.errors import InputError
+from gridlrt.errors import ExitCode, InputError
 from gridlrt.worker.msinfo import ms_info
 
 GRIDLRT = str(Path(sys.executable).with_name("gridlrt"))
@@ -91,7 +91,7 @@ def test_not_a_measurement_set(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
-    assert result.returncode == 1
+    assert result.returncode == ExitCode.INPUT  # not a measurement set: a bad argument
     assert (
         result.stderr.strip()
         == f"error: {tmp_path / 'nope.MS'}: not a measurement set (no table.dat in it)"

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from gridlrt.config import load_settings
+from gridlrt.errors import ExitCode
 from gridlrt.monitor import (
     ACTIVE_ORDER,
     DEFAULT_STALE_AFTER,
@@ -305,11 +306,12 @@ def test_status_command_user_errors_and_help(tmp_path: Path) -> None:
         (("--window", "soon"), "error: not a duration: 'soon'"),
     ]:
         result = gridlrt(env, "status", "--pool", url, *args, check=False)
-        assert result.returncode == 1
+        assert result.returncode == ExitCode.INPUT
         assert result.stderr.startswith(message), result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     missing = gridlrt(env, "status", "--pool", f"sqlite:///{tmp_path / 'nope.sqlite'}", check=False)
-    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    # tokens/sqlite.py raises PoolUnavailable for a pool file that does not exist (yet)
+    assert missing.returncode == ExitCode.UNAVAILABLE and "does not exist" in missing.stderr
     helptext = gridlrt(env, "status", "--help").stdout
     assert "--watch" in helptext and "--until-done" in helptext and "Examples" in helptext
     assert "status" in gridlrt(env, "--help").stdout

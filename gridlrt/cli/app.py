@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -24,7 +25,7 @@ from gridlrt.cli.storage import storage_app
 from gridlrt.cli.submit import jobs_app, submit_command
 from gridlrt.cli.tokens import pool_app, tokens_app
 from gridlrt.cli.worker import worker_app
-from gridlrt.errors import GridlrtError
+from gridlrt.errors import ExitCode, GridlrtError
 
 app = typer.Typer(
     name="gridlrt",
@@ -87,7 +88,19 @@ def _error(message: str, code: int) -> NoReturn:
 
 def _interrupted() -> NoReturn:
     err_console.print("[yellow]interrupted[/]", highlight=False)
-    sys.exit(130)
+    sys.exit(ExitCode.INTERRUPTED)
+
+
+def _internal_error(err: Exception) -> NoReturn:
+    """A bug: the traceback (it is what a report needs), then one ``internal error:`` line."""
+    traceback.print_exception(err, file=sys.stderr)
+    err_console.print(
+        f"[bold red]internal error:[/] {escape(type(err).__name__)}: {escape(str(err))} "
+        "(a bug in gridlrt; please report it with the traceback above)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    sys.exit(ExitCode.INTERNAL)
 
 
 #: click's ``ClickException`` (typer vendors click in newer versions, so it is found through
@@ -100,7 +113,7 @@ _CLICK_EXCEPTION: type[Exception] = next(
 def _usage_error(err: Exception) -> NoReturn:
     """A command-line mistake (unknown option, missing value, value out of range): one line
     with where to read more; ``gridlrt GROUP`` alone still shows the group's help."""
-    code = int(getattr(err, "exit_code", 2))
+    code = int(getattr(err, "exit_code", ExitCode.USAGE))
     if type(err).__name__ == "NoArgsIsHelpError":
         text = str(err.format_message())  # type: ignore[attr-defined]
         if text.strip():  # typer with rich has printed the help already
@@ -113,8 +126,10 @@ def _usage_error(err: Exception) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: user errors become one line on stderr and exit 1 (usage
-    errors 2); Ctrl-C prints ``interrupted`` and exits 130."""
+    """Console-script entry point: an error a user can act on becomes one line on stderr and
+    its :class:`~gridlrt.errors.ExitCode` (usage errors 2, invalid input 3, credentials 4, an
+    unreachable service 5, ...); a bug prints its traceback and exits 6; Ctrl-C prints
+    ``interrupted`` and exits 130."""
     use_plain_metavars()  # `--dry-run`, not `--dry-run <bool>`
     try:
         # Not standalone: typer would turn Ctrl-C into a silent exit 130 (newer versions) or
@@ -125,12 +140,14 @@ def main(argv: list[str] | None = None) -> None:
     except ValidationError as err:  # a value an option passed into a model: still one line
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or err.title
-        _error(f"{where}: {first['msg']} (got {first.get('input')!r})", 1)
+        _error(f"{where}: {first['msg']} (got {first.get('input')!r})", ExitCode.INPUT)
     except (KeyboardInterrupt, typer.Abort):
         _interrupted()
     except _CLICK_EXCEPTION as err:
         _usage_error(err)
+    except Exception as err:  # anything else is a bug: say so, distinctly
+        _internal_error(err)
     if isinstance(result, int) and result:  # typer.Exit(code), or Ctrl-C in newer typers
-        if result == 130:
+        if result == ExitCode.INTERRUPTED:
             _interrupted()
         sys.exit(result)
