@@ -46,12 +46,21 @@ def gridlrt(
     return result
 
 
+def job_states(record: dict[str, Any]) -> dict[str, str]:
+    """``{job id: state}`` of a job record as ``gridlrt jobs status --json`` prints it (each
+    job's status is ``{"state", "reason", "exit_code"}``; a job never seen is pending)."""
+    return {
+        j: record["states"][j]["state"] if j in record["states"] else "pending"
+        for j in record["job_ids"]
+    }
+
+
 def wait_jobs_finished(env: dict[str, str], record_id: str, timeout: float = 240) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         [record] = json.loads(gridlrt(env, "jobs", "status", record_id, "--json").stdout)
-        states = [record["states"].get(j, "pending") for j in record["job_ids"]]
-        if all(s in ("completed", "failed", "cancelled") for s in states):
+        states = list(job_states(record).values())
+        if all(s in ("completed", "timeout", "failed", "cancelled") for s in states):
             return record
         if time.monotonic() > deadline:
             logs = {p.name: p.read_text()[-2000:] for p in Path(record["run_dir"]).glob("*.log")}

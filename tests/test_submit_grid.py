@@ -16,10 +16,18 @@ from uuid import uuid4
 
 import pytest
 
+from gridlrt.errors import ExitCode
 from gridlrt.tokens import TokenStatus, new_token
 from gridlrt.tokens.couchdb import CouchDBPool
 from tests.fakes.grid_cli import FakeGrid
-from tests.gridlrt_cli import cli_env, gridlrt, slow_step, wait_jobs_finished, write_credentials
+from tests.gridlrt_cli import (
+    cli_env,
+    gridlrt,
+    job_states,
+    slow_step,
+    wait_jobs_finished,
+    write_credentials,
+)
 from tests.lofar_inputs import put_input
 from tests.secrets_watch import ProcWatcher, files_containing
 from tests.services.couchdb import SecuredCouchDB
@@ -83,7 +91,7 @@ def test_grid_pilots_bootstrap_and_process_tokens(
     jobs = [j for j in grid.jobs() if j.parent is None or flavour == "glite"]
     nodes = [j for j in jobs if flavour == "dirac" or j.parent is not None]
     assert len(nodes) == 2, [j.id for j in jobs]
-    assert set(final["states"].values()) == {"completed"}, (final, [n.stdout() for n in nodes])
+    assert set(job_states(final).values()) == {"completed"}, (final, [n.stdout() for n in nodes])
     assert sorted(final["job_ids"]) == sorted(n.id for n in nodes)
     assert {t.status for t in pool.tokens()} == {TokenStatus.DONE}
     for token in pool.tokens():
@@ -132,15 +140,19 @@ def test_dirac_dry_run_cancel_and_clear_errors(
 
     # a file:// output root would leave results on the worker nodes
     bad = gridlrt(env, "submit", "-b", "dirac", "--step", "slow", "-n", "1", check=False)
-    assert bad.returncode == 1 and "--output-root" in bad.stderr and "Traceback" not in bad.stderr
+    assert (
+        bad.returncode == ExitCode.INPUT
+        and "--output-root" in bad.stderr
+        and "Traceback" not in bad.stderr
+    )
     # an embedded pool cannot be reached from the grid
     local = gridlrt(
         {**env, "GRIDLRT_POOL": f"sqlite:///{tmp_path}/p.sqlite"}, *args, "-n", "1", check=False
     )
-    assert local.returncode == 1 and "CouchDB pool" in local.stderr
+    assert local.returncode == ExitCode.INPUT and "CouchDB pool" in local.stderr
     # without the DIRAC client on PATH: say how to get it
     nodirac = gridlrt({**env, "PATH": "/usr/bin:/bin"}, *args, "-n", "1", check=False)
-    assert nodirac.returncode == 1 and "DIRAC client" in nodirac.stderr
+    assert nodirac.returncode == ExitCode.INPUT and "DIRAC client" in nodirac.stderr
 
     record = json.loads(gridlrt(env, *args, "-n", "1", "--json").stdout)
     [job_id] = record["job_ids"]
@@ -150,5 +162,5 @@ def test_dirac_dry_run_cancel_and_clear_errors(
         time.sleep(0.2)
     assert "cancelled 1 job(s)" in gridlrt(env, "jobs", "cancel", record["id"]).stdout
     final = wait_jobs_finished(env, record["id"], timeout=60)
-    assert final["states"] == {job_id: "cancelled"}
+    assert job_states(final) == {job_id: "cancelled"}
     assert fake_dirac.job(job_id).state == "Killed"

@@ -13,9 +13,17 @@ from uuid import uuid4
 
 import pytest
 
+from gridlrt.errors import ExitCode
 from gridlrt.tokens import TokenPool, TokenStatus, new_token
 from gridlrt.tokens.couchdb import CouchDBPool
-from tests.gridlrt_cli import cli_env, gridlrt, slow_step, wait_jobs_finished, write_credentials
+from tests.gridlrt_cli import (
+    cli_env,
+    gridlrt,
+    job_states,
+    slow_step,
+    wait_jobs_finished,
+    write_credentials,
+)
 from tests.lofar_inputs import put_input
 from tests.secrets_watch import ProcWatcher, files_containing
 from tests.services.couchdb import SecuredCouchDB
@@ -66,7 +74,7 @@ def test_local_pilots_process_tokens_and_no_secret_leaks(
         assert record["backend"] == "local" and len(record["job_ids"]) == 2
         final = wait_jobs_finished(env, record["id"])
 
-    assert set(final["states"].values()) == {"completed"}, final
+    assert set(job_states(final).values()) == {"completed"}, final
     tokens = {t.id: t for t in pool.tokens()}
     assert {t.status for t in tokens.values()} == {TokenStatus.DONE}, {
         t.id: t.error for t in tokens.values()
@@ -101,7 +109,7 @@ def test_without_credentials_the_pilots_fail_and_say_why(
     pool.create([new_token("t1", inputs="x", step="command")])
     env = cli_env(tmp_path, GRIDLRT_POOL=url)
     result = gridlrt(env, "submit", "-b", "local", "--step", "command", "-n", "1", check=False)
-    assert result.returncode == 1
+    assert result.returncode == ExitCode.CREDENTIALS  # the pool refused: 401
     assert "401" in result.stderr or "credentials" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -145,12 +153,12 @@ def test_auto_count_dry_run_and_cancel(tmp_path: Path) -> None:
         assert time.monotonic() < deadline, "the pilot never started the slow token"
         time.sleep(0.2)
     [status] = json.loads(gridlrt(env, "jobs", "status", record["id"], "--json").stdout)
-    assert list(status["states"].values()) == ["running"]
+    assert list(job_states(status).values()) == ["running"]
 
     cancelled = gridlrt(env, "jobs", "cancel", record["id"])
     assert "cancelled 1 job(s)" in cancelled.stdout
     final = wait_jobs_finished(env, record["id"], timeout=60)
-    assert list(final["states"].values()) == ["cancelled"]
+    assert list(job_states(final).values()) == ["cancelled"]
     assert pool.overview().total(TokenStatus.TODO, "slow") == 3  # the token went back to todo
     table = gridlrt(env, "jobs", "status").stdout
     assert record["id"] in table and "cancelled" in table

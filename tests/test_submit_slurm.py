@@ -12,9 +12,11 @@ from pathlib import Path
 from uuid import uuid4
 
 from gridlrt.config import load_settings
+from gridlrt.submit.model import JobState, JobStatus
+from gridlrt.submit.slurm import SlurmSubmitter
 from gridlrt.tokens import TokenStatus, new_token, open_pool
 from gridlrt.tokens.couchdb import CouchDBPool
-from tests.gridlrt_cli import cli_env, gridlrt, slow_step, wait_jobs_finished
+from tests.gridlrt_cli import cli_env, gridlrt, job_states, slow_step, wait_jobs_finished
 from tests.lofar_inputs import put_input
 from tests.secrets_watch import ProcWatcher, files_containing
 from tests.services.couchdb import SecuredCouchDB
@@ -65,7 +67,7 @@ def test_slurm_array_drains_32_subbands(
         assert record["job_ids"] == [f"{array}_{i}" for i in range(8)]
         final = wait_jobs_finished(env, record["id"], timeout=400)
 
-    assert set(final["states"].values()) == {"completed"}, final
+    assert set(job_states(final).values()) == {"completed"}, final
     done = list(pool.tokens(TokenStatus.DONE))
     assert len(done) == SUBBANDS, pool.overview()
     assert {t.attempts[-1].job_id for t in done} <= {f"{array}_{i}" for i in range(8)}
@@ -100,7 +102,7 @@ def test_slurm_states_and_cancel(slurm: SlurmCluster, tmp_path: Path) -> None:
     deadline = time.monotonic() + 60
     while True:
         [status] = json.loads(gridlrt(env, "jobs", "status", record["id"], "--json").stdout)
-        states = [status["states"].get(j) for j in status["job_ids"]]
+        states = list(job_states(status).values())
         if sorted(map(str, states)) == ["pending", "running"]:  # %1: one runs, one waits
             break
         assert time.monotonic() < deadline, f"states stayed {states}"
@@ -111,7 +113,49 @@ def test_slurm_states_and_cancel(slurm: SlurmCluster, tmp_path: Path) -> None:
 
     assert "cancelled 2 job(s)" in gridlrt(env, "jobs", "cancel", record["id"]).stdout
     final = wait_jobs_finished(env, record["id"], timeout=90)
-    assert set(final["states"].values()) == {"cancelled"}, final
+    assert set(job_states(final).values()) == {"cancelled"}, final
     slurm.wait_jobs_gone(record["job_ids"][0].split("_")[0])
     # the running pilot got SIGTERM and put its token back
     assert pool.overview().total(TokenStatus.TODO, "slow") == 2
+
+
+def test_slurm_held_suspended_and_failed_jobs_for_real(slurm: SlurmCluster, tmp_path: Path) -> None:
+    """The backend's statuses against the real cluster: a held array task (sbatch --hold), a
+    suspended one (scontrol suspend) and one whose script exited 3. (A job at its --time is
+    TIMEOUT: the parser is tested on real squeue lines in test_job_states; on this cluster the
+    1-minute minimum takes about 70 s to pass.)"""
+    script = tmp_path / "job.sh"
+    script.write_text('#!/bin/sh\nsleep "$1"\nexit "$2"\n')
+    script.chmod(0o755)
+
+    def sbatch(*args: str) -> str:
+        return slurm.run(
+            "sbatch", "--parsable", "--array=0-0", "-o", "/dev/null", *args
+        ).stdout.strip()
+
+    held = sbatch("--hold", str(script), "60", "0")
+    failing = sbatch(str(script), "0", "3")
+    running = sbatch(str(script), "60", "0")
+    submitter = SlurmSubmitter(slurm.env)
+    ids = [f"{held}_0", f"{failing}_0", f"{running}_0"]
+    deadline = time.monotonic() + 60
+    while True:
+        found = submitter.status(ids)
+        if found[ids[1]].state is JobState.FAILED and found[ids[2]].state is JobState.RUNNING:
+            break
+        assert time.monotonic() < deadline, found
+        time.sleep(0.3)
+    slurm.run("scontrol", "suspend", ids[2])
+    try:
+        found = submitter.status(ids)
+        assert found[ids[0]] == JobStatus(state=JobState.HELD, reason="PENDING (JobHeldUser)")
+        assert found[ids[1]] == JobStatus(
+            state=JobState.FAILED, reason="FAILED (NonZeroExitCode)", exit_code=3
+        )
+        assert found[ids[2]] == JobStatus(state=JobState.HELD, reason="SUSPENDED")
+    finally:
+        slurm.run("scontrol", "resume", ids[2], check=False)
+        slurm.run("scancel", held, running, check=False)
+    slurm.wait_jobs_gone(held)
+    slurm.wait_jobs_gone(running)
+    assert submitter.status(ids[:1])[ids[0]].state is JobState.CANCELLED

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
 from gridlrt.cli.common import PoolOption, console, duration, err_console, settings
 from gridlrt.durations import format_duration
-from gridlrt.errors import GridlrtError, InputError
-from gridlrt.submit.model import JobRecord, JobState, Resources
+from gridlrt.errors import InputError
+from gridlrt.submit.model import JobRecord, JobState, JobStatus, Resources
 from gridlrt.submit.pilot_args import pilot_max_time
 from gridlrt.submit.service import (
     BACKENDS,
@@ -24,9 +25,8 @@ from gridlrt.submit.service import (
     cancel,
     get_record,
     get_submitter,
-    job_records,
     plan,
-    refresh,
+    refresh_jobs,
     submit,
     worker_arguments,
 )
@@ -42,8 +42,10 @@ jobs_app = typer.Typer(
 
 STATE_STYLE = {
     JobState.PENDING: "white",
+    JobState.HELD: "magenta",
     JobState.RUNNING: "bold cyan",
     JobState.COMPLETED: "green",
+    JobState.TIMEOUT: "green",
     JobState.FAILED: "bold red",
     JobState.CANCELLED: "yellow",
     JobState.UNKNOWN: "dim",
@@ -347,7 +349,9 @@ def jobs_status(
     ] = None,
     pool: PoolOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    jobs: Annotated[bool, typer.Option("--jobs", help="List every job id with its state.")] = False,
+    jobs: Annotated[
+        bool, typer.Option("--jobs", help="List every job with its state, exit code and reason.")
+    ] = False,
 ) -> None:
     """Refresh the states of submitted pilot jobs from their backends and show them.
 
@@ -361,16 +365,10 @@ def jobs_status(
         gridlrt jobs status --json
     """
     with open_pool(settings(ctx, pool)) as opened:
-        records = [get_record(opened, record_id)] if record_id else job_records(opened)
-        fresh: list[JobRecord] = []
-        for record in records:
-            try:
-                fresh.append(refresh(opened, record))
-            except GridlrtError as exc:  # one backend down must not hide the others
-                if record_id:
-                    raise
-                err_console.print(f"[yellow]warning:[/] {record.id}: {exc}")
-                fresh.append(record)
+        found = refresh_jobs(opened, record_id)
+    for failed_id, exc in found.errors.items():
+        err_console.print(f"[yellow]warning:[/] {failed_id}: {escape(str(exc))}", highlight=False)
+    fresh = found.records
     if as_json:
         typer.echo(json.dumps([r.model_dump(mode="json") for r in fresh], indent=2))
         return
@@ -379,11 +377,17 @@ def jobs_status(
         return
     console.print(_records_table(fresh))
     if jobs:
-        table = Table("submission", "job id", "state")
+        table = Table("submission", "job id", "state", "exit code", "reason")
         for record in fresh:
             for job_id in record.job_ids:
-                state = record.states.get(job_id, JobState.PENDING)
-                table.add_row(record.id, job_id, f"[{STATE_STYLE[state]}]{state.value}[/]")
+                status = record.states.get(job_id, JobStatus(state=JobState.PENDING))
+                table.add_row(
+                    record.id,
+                    job_id,
+                    f"[{STATE_STYLE[status.state]}]{status.state.value}[/]",
+                    "" if status.exit_code is None else str(status.exit_code),
+                    escape(status.reason or ""),
+                )
         console.print(table)
 
 
@@ -408,10 +412,8 @@ def jobs_cancel(
     Example: gridlrt jobs cancel 20261121T101121Z-slurm-average-ab12 --dry-run
     """
     with open_pool(settings(ctx, pool)) as opened:
-        record = refresh(opened, get_record(opened, record_id))
-        active = record.unfinished()
-        if dry_run:
-            console.print(f"would cancel {len(active)} job(s) of {record.id}: {' '.join(active)}")
-            return
-        record = cancel(opened, record)
+        record, active = cancel(opened, get_record(opened, record_id), dry_run=dry_run)
+    if dry_run:
+        console.print(f"would cancel {len(active)} job(s) of {record.id}: {' '.join(active)}")
+        return
     console.print(f"cancelled {len(active)} job(s) of {record.id} on {record.backend}")

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from gridlrt.config import scrub_environment
-from gridlrt.errors import SubmitError, SubmitterUnavailable
-from gridlrt.submit.model import JobState, PilotRequest, Submission
+from gridlrt.errors import SubmitError, SubmitterUnavailable, SubmitterUnreachable
+from gridlrt.submit.model import JobStatus, PilotRequest, Submission
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,10 @@ class Submitter(ABC):
         """Run the submit command (files are written) and return the job ids."""
 
     @abstractmethod
-    def status(self, job_ids: Sequence[str]) -> dict[str, JobState]:
-        """The state of each job id (ids the backend does not know: UNKNOWN); the states of
-        a collection's members too, with the collection recorded in :attr:`members`."""
+    def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """The status (state, reason, exit code) of each job id (ids the backend does not
+        know: UNKNOWN); those of a collection's members too, with the collection recorded in
+        :attr:`members`."""
 
     @abstractmethod
     def cancel(self, job_ids: Sequence[str]) -> None:
@@ -102,7 +103,22 @@ class Submitter(ABC):
         except FileNotFoundError as exc:
             raise SubmitterUnavailable(f"{argv[0]} not found on PATH; {self.install_hint}") from exc
         except subprocess.TimeoutExpired as exc:
-            raise SubmitError(f"{argv[0]} did not answer within {timeout:.0f} s") from exc
+            raise SubmitterUnreachable(
+                f"{argv[0]} did not answer within {timeout:.0f} s", command=argv
+            ) from exc
+
+
+def refused(
+    what: str, result: subprocess.CompletedProcess[str], detail: str | None = None
+) -> SubmitError:
+    """The error for a client program that failed: ``WHAT: <first line of detail (default:
+    its stderr)>``, carrying its argv, return code and stderr."""
+    return SubmitError(
+        f"{what}: {first_line(result.stderr if detail is None else detail)}",
+        command=[str(a) for a in result.args],
+        returncode=result.returncode,
+        stderr=result.stderr,
+    )
 
 
 class SharedPythonSubmitter(Submitter):

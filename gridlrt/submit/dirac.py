@@ -3,7 +3,29 @@ parameter, submitted with ``dirac-wms-job-submit``; ``dirac-wms-job-status`` and
 ``dirac-wms-job-kill`` for states and cancel. This is how SURF's grid takes jobs now.
 
 The DIRAC client prints ``JobID = 123`` (or ``JobID = [123, 124]`` for a parametric job) and
-``JobID=123 Status=Running; MinorStatus=...; Site=...;`` per job.
+``JobID=123 Status=Running; MinorStatus=...; ApplicationStatus=...; Site=...;`` per job.
+
+The mapping of DIRAC's job states (``WorkloadManagementSystem/Client/JobStatus.py``; DIRAC has
+no held state) and minor statuses (``JobMinorStatus.py``):
+
+=====================================================  =========  ===========================
+DIRAC Status (MinorStatus)                             JobState   note
+=====================================================  =========  ===========================
+Submitting, Received, Checking, Staging, Scouting,     PENDING
+Waiting, Matched, Rescheduled
+Running, Completing                                    RUNNING
+Stalled                                                UNKNOWN    no heartbeat: may go back
+                                                                  to Running, or to Failed
+Done, Completed                                        COMPLETED
+Failed ("Job has reached the CPU limit of the queue",  TIMEOUT    the watchdog's time limits
+"Job has exceeded maximum wall clock time")
+Failed (any other minor status)                        FAILED
+Killed, Deleted                                        CANCELLED
+anything else                                          UNKNOWN
+=====================================================  =========  ===========================
+
+The reason is ``Status; MinorStatus`` (and the ApplicationStatus when it says something);
+``dirac-wms-job-status`` gives no exit code.
 """
 
 from __future__ import annotations
@@ -13,11 +35,10 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from gridlrt.errors import SubmitError
-from gridlrt.submit.base import Submitter, first_line
+from gridlrt.submit.base import Submitter, first_line, refused
 from gridlrt.submit.grid import PILOT, pilot_arguments, pilot_script, sandbox_list
 from gridlrt.submit.jdl import check_jdl, jdl_list
-from gridlrt.submit.model import JobState, PilotRequest, Submission, safe_word
+from gridlrt.submit.model import JobState, JobStatus, PilotRequest, Submission, safe_word
 from gridlrt.submit.templates import render_template
 
 IDS = "jobids.txt"
@@ -25,7 +46,6 @@ IDS = "jobids.txt"
 # (default MAX_PARAMETRIC_JOBS = 20); bigger submissions are split into several JDL files.
 MAX_PARAMETRIC = 20
 
-# DIRAC's job states (WorkloadManagementSystem/Client/JobStatus.py)
 log = logging.getLogger(__name__)
 
 _STATES = {
@@ -33,24 +53,32 @@ _STATES = {
     "Received": JobState.PENDING,
     "Checking": JobState.PENDING,
     "Staging": JobState.PENDING,
+    "Scouting": JobState.PENDING,
     "Waiting": JobState.PENDING,
     "Matched": JobState.PENDING,
     "Rescheduled": JobState.PENDING,
     "Running": JobState.RUNNING,
     "Completing": JobState.RUNNING,
+    "Stalled": JobState.UNKNOWN,
     "Done": JobState.COMPLETED,
     "Completed": JobState.COMPLETED,
     "Failed": JobState.FAILED,
-    "Stalled": JobState.FAILED,
     "Killed": JobState.CANCELLED,
     "Deleted": JobState.CANCELLED,
 }
+#: JobMinorStatus.JOB_EXCEEDED_CPU and JOB_EXCEEDED_WALL_CLOCK: the watchdog's time limits
+_TIME_LIMITS = frozenset(
+    {"Job has reached the CPU limit of the queue", "Job has exceeded maximum wall clock time"}
+)
 _SUBMITTED = re.compile(r"^JobID\s*=\s*(\[[\d,\s]*\]|\d+)\s*$", re.MULTILINE)
 _STATUS = re.compile(r"^JobID=(\d+)\s+(.*)$", re.MULTILINE)
 
 
-def dirac_state(text: str) -> JobState:
-    return _STATES.get(text.strip(), JobState.UNKNOWN)
+def dirac_state(text: str, minor: str = "") -> JobState:
+    state = _STATES.get(text.strip(), JobState.UNKNOWN)
+    if state is JobState.FAILED and minor.strip() in _TIME_LIMITS:
+        return JobState.TIMEOUT
+    return state
 
 
 def parse_submitted(stdout: str) -> list[str]:
@@ -61,15 +89,23 @@ def parse_submitted(stdout: str) -> list[str]:
     return ids
 
 
-def parse_status(stdout: str) -> dict[str, JobState]:
-    """``{job id: state}`` from ``dirac-wms-job-status`` output."""
-    states = {}
+def parse_status(stdout: str) -> dict[str, JobStatus]:
+    """``{job id: status}`` from ``dirac-wms-job-status`` output."""
+    statuses = {}
     for match in _STATUS.finditer(stdout):
         fields = dict(
-            item.strip().split("=", 1) for item in match.group(2).split(";") if "=" in item
+            (key.strip(), value.strip())
+            for key, _, value in (item.partition("=") for item in match.group(2).split(";"))
+            if value
         )
-        states[match.group(1)] = dirac_state(fields.get("Status", ""))
-    return states
+        status, minor = fields.get("Status", ""), fields.get("MinorStatus", "")
+        words = [w for w in (status, minor) if w]
+        if fields.get("ApplicationStatus", "Unknown") not in ("Unknown", ""):
+            words.append(fields["ApplicationStatus"])
+        statuses[match.group(1)] = JobStatus(
+            state=dirac_state(status, minor), reason="; ".join(words) or None
+        )
+    return statuses
 
 
 class DiracSubmitter(Submitter):
@@ -149,22 +185,24 @@ class DiracSubmitter(Submitter):
         if result.returncode != 0 or errors or not ids:
             if ids:  # some JDL files went through: say which jobs exist before failing
                 log.warning("dirac: jobs %s were submitted before the error", ", ".join(ids))
-            raise SubmitError(
-                "dirac-wms-job-submit refused the job: "
-                + first_line("\n".join(errors) or result.stderr or result.stdout)
-                + (f" (jobs {', '.join(ids)} were submitted nevertheless)" if ids else "")
+            raise refused(
+                "dirac-wms-job-submit refused the job",
+                result,
+                first_line("\n".join(errors) or result.stderr or result.stdout)
+                + (f" (jobs {', '.join(ids)} were submitted nevertheless)" if ids else ""),
             )
         return ids
 
-    def status(self, job_ids: Sequence[str]) -> dict[str, JobState]:
+    def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         ids = [safe_word(j, "job id") for j in job_ids]
         if not ids:
             return {}
         result = self.run(["dirac-wms-job-status", *ids])
-        states = parse_status(result.stdout)
-        if result.returncode != 0 and not states:
-            raise SubmitError(f"dirac-wms-job-status failed: {first_line(result.stdout)}")
-        return {j: states.get(j, JobState.UNKNOWN) for j in ids}
+        statuses = parse_status(result.stdout)
+        if result.returncode != 0 and not statuses:
+            raise refused("dirac-wms-job-status failed", result, result.stdout)
+        unknown = JobStatus(state=JobState.UNKNOWN, reason="not in DIRAC's job database")
+        return {j: statuses.get(j, unknown) for j in ids}
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         ids = [safe_word(j, "job id") for j in job_ids]
@@ -172,4 +210,4 @@ class DiracSubmitter(Submitter):
             return
         result = self.run(["dirac-wms-job-kill", *ids])
         if result.returncode != 0:
-            raise SubmitError(f"dirac-wms-job-kill failed: {first_line(result.stdout)}")
+            raise refused("dirac-wms-job-kill failed", result, result.stdout)

@@ -7,6 +7,26 @@ the submit command prints the collection's id after "Your job identifier is:" an
 to the ids file (``###Submitted Job Ids###`` then one URL per line); the status of a
 collection lists each node ("Status info for the Job : URL" / "Current Status: ..."), and
 :meth:`GliteSubmitter.status` reports those nodes as the pilots.
+
+The mapping of the L&B job states (Undefined, Submitted, Waiting, Ready, Scheduled, Running,
+Done, Cleared, Aborted, Cancelled, Unknown, Purged; L&B has no held state, and a job killed at
+the site's wall-time limit is an ordinary ``Done(Exit Code !=0)`` or ``Aborted``):
+
+=============================================  =========  ==================================
+gLite ``Current Status:``                      JobState   note
+=============================================  =========  ==================================
+Submitted, Waiting, Ready, Scheduled           PENDING
+Running                                        RUNNING
+Done(Success)                                  COMPLETED
+Cleared                                        COMPLETED  output retrieved (FAILED if its
+                                                          ``Exit code:`` is not 0)
+Done(Exit Code !=0), Done(Failed), Aborted     FAILED     ``Status Reason:`` says why
+Done(Cancelled), Cancelled                     CANCELLED
+Undefined, Unknown, Purged, anything else      UNKNOWN
+=============================================  =========  ==================================
+
+The reason is the status and its ``Status Reason:``; the exit code is the ``Exit code:`` line
+of a finished job.
 """
 
 from __future__ import annotations
@@ -15,11 +35,10 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from gridlrt.errors import SubmitError
-from gridlrt.submit.base import Submitter, first_line
+from gridlrt.submit.base import Submitter, first_line, refused
 from gridlrt.submit.grid import PILOT, pilot_arguments, pilot_script, sandbox_list
 from gridlrt.submit.jdl import check_jdl, jdl_string
-from gridlrt.submit.model import JobState, PilotRequest, Submission, safe_word
+from gridlrt.submit.model import TERMINAL, JobState, JobStatus, PilotRequest, Submission, safe_word
 from gridlrt.submit.templates import render_template
 
 JDL = "pilot.jdl"
@@ -43,7 +62,10 @@ _STATES = {  # keys as normalised by glite_state: lower case, no space before "(
 _URL = re.compile(r"https://\S+")
 _ENTRY = re.compile(
     r"Status info for the Job\s*:\s*(?P<id>https://\S+)\s*\n\s*Current Status:\s*(?P<state>[^\n]+)"
+    r"(?P<detail>(?:(?!Status info for the Job)[\s\S])*)"
 )
+_EXIT_CODE = re.compile(r"^\s*Exit code:\s*(-?\d+)\s*$", re.MULTILINE)
+_REASON = re.compile(r"^\s*Status Reason:\s*(\S[^\n]*?)\s*$", re.MULTILINE)
 
 
 def glite_state(text: str) -> JobState:
@@ -57,9 +79,20 @@ def parse_ids_file(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if _URL.fullmatch(line.strip())]
 
 
-def parse_status(stdout: str) -> list[tuple[str, JobState]]:
-    """``(job id, state)`` for every "Status info for the Job" block, in order."""
-    return [(m["id"], glite_state(m["state"])) for m in _ENTRY.finditer(stdout)]
+def parse_status(stdout: str) -> list[tuple[str, JobStatus]]:
+    """``(job id, status)`` for every "Status info for the Job" block, in order."""
+    entries = []
+    for match in _ENTRY.finditer(stdout):
+        state_text = " ".join(match["state"].split())
+        state = glite_state(state_text)
+        code = _EXIT_CODE.search(match["detail"])
+        exit_code = int(code.group(1)) if code and state in TERMINAL else None
+        if state is JobState.COMPLETED and exit_code not in (None, 0):
+            state = JobState.FAILED  # Cleared after a failed run
+        why = _REASON.search(match["detail"])
+        reason = f"{state_text}: {why.group(1)}" if why else state_text
+        entries.append((match["id"], JobStatus(state=state, reason=reason, exit_code=exit_code)))
+    return entries
 
 
 class GliteSubmitter(Submitter):
@@ -133,25 +166,26 @@ class GliteSubmitter(Submitter):
         if result.returncode != 0 or not ids:
             text = result.stdout + result.stderr
             error = next((ln for ln in text.splitlines() if "Error" in ln or "error" in ln), "")
-            raise SubmitError(f"glite-wms-job-submit refused the job: {first_line(error or text)}")
+            raise refused("glite-wms-job-submit refused the job", result, error or text)
         return ids
 
-    def status(self, job_ids: Sequence[str]) -> dict[str, JobState]:
-        """States of the asked ids; for a collection, also (and mainly) of its nodes."""
+    def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """Statuses of the asked ids; for a collection, also (and mainly) of its nodes."""
         ids = [safe_word(j, "job id") for j in job_ids]
-        states: dict[str, JobState] = {}
+        statuses: dict[str, JobStatus] = {}
         for job_id in ids:
             result = self.run(["glite-wms-job-status", "--noint", job_id])
             entries = parse_status(result.stdout)
             if result.returncode != 0 and not entries:
-                states[job_id] = JobState.UNKNOWN
+                why = first_line(result.stderr + result.stdout)
+                statuses[job_id] = JobStatus(state=JobState.UNKNOWN, reason=why)
                 continue
-            states.update(entries)
-            states.setdefault(job_id, JobState.UNKNOWN)
+            statuses.update(entries)
+            statuses.setdefault(job_id, JobStatus(state=JobState.UNKNOWN))
             nodes = [node for node, _ in entries if node != job_id]
             if nodes:
                 self.members[job_id] = nodes
-        return states
+        return statuses
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         ids = [safe_word(j, "job id") for j in job_ids]
@@ -159,6 +193,4 @@ class GliteSubmitter(Submitter):
             return
         result = self.run(["glite-wms-job-cancel", "--noint", *ids])
         if result.returncode != 0:
-            raise SubmitError(
-                f"glite-wms-job-cancel failed: {first_line(result.stdout + result.stderr)}"
-            )
+            raise refused("glite-wms-job-cancel failed", result, result.stdout + result.stderr)

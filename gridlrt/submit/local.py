@@ -5,6 +5,12 @@ submitting command), logging to ``<run_dir>/pilot-<i>.log`` and writing its exit
 ``pilot-<i>.status`` when it ends. A job id is the pilot's pid (``pilot-<pid>.index`` maps
 it to its ``i``); the start time read from ``/proc`` guards against a recycled pid. Cancel
 sends SIGTERM: the pilot kills its payload, puts its token back to todo and exits.
+
+States: a live process (same start time) is RUNNING; a cancelled one CANCELLED; an ended one
+COMPLETED when its status file says exit code 0, else FAILED (reason: the status file's error,
+or "no status file" for a pilot killed without a word). Local pilots are never pending, held
+or timed out (``--max-time`` makes a pilot stop by itself, with exit code 0); a pid without an
+index file is UNKNOWN.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from pathlib import Path
 
 from gridlrt.errors import SubmitError
 from gridlrt.submit.base import SharedPythonSubmitter
-from gridlrt.submit.model import JobState, PilotRequest, Submission
+from gridlrt.submit.model import JobState, JobStatus, PilotRequest, Submission
 from gridlrt.submit.pilot_args import worker_command
 
 
@@ -83,33 +89,34 @@ class LocalSubmitter(SharedPythonSubmitter):
             raise SubmitError("the local backend needs the run directory to look at its pilots")
         return self.run_dir / f"pilot-{pid}.index", self.run_dir / f"pilot-{pid}.cancelled"
 
-    def status(self, job_ids: Sequence[str]) -> dict[str, JobState]:
-        states: dict[str, JobState] = {}
-        for job_id in job_ids:
-            index_file, cancelled = self._files(job_id)
-            try:
-                index, _, started = index_file.read_text().strip().partition(" ")
-            except OSError:
-                states[job_id] = JobState.UNKNOWN
-                continue
-            now = _start_time(int(job_id))
-            if now is not None and (not started or now == started):
-                states[job_id] = JobState.RUNNING
-                continue
-            if cancelled.exists():
-                states[job_id] = JobState.CANCELLED
-                continue
-            status_file = index_file.with_name(f"pilot-{index}.status")
-            try:
-                code = json.loads(status_file.read_text()).get("exit_code")
-            except (OSError, ValueError):
-                code = None  # killed without a word (SIGKILL, OOM, reboot)
-            states[job_id] = JobState.COMPLETED if code == 0 else JobState.FAILED
-        return states
+    def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        return {job_id: self._status(job_id) for job_id in job_ids}
+
+    def _status(self, job_id: str) -> JobStatus:
+        index_file, cancelled = self._files(job_id)
+        try:
+            index, _, started = index_file.read_text().strip().partition(" ")
+        except OSError:
+            return JobStatus(state=JobState.UNKNOWN, reason=f"no {index_file.name}")
+        now = _start_time(int(job_id))
+        if now is not None and (not started or now == started):
+            return JobStatus(state=JobState.RUNNING)
+        status_file = index_file.with_name(f"pilot-{index}.status")
+        try:
+            status = json.loads(status_file.read_text())
+            code, error = status.get("exit_code"), status.get("error")
+        except (OSError, ValueError, AttributeError):
+            # killed without a word (SIGKILL, OOM, reboot)
+            code, error = None, f"no {status_file.name}: killed without a word?"
+        code = code if isinstance(code, int) else None
+        if cancelled.exists():
+            return JobStatus(state=JobState.CANCELLED, reason="cancelled", exit_code=code)
+        state = JobState.COMPLETED if code == 0 else JobState.FAILED
+        return JobStatus(state=state, reason=error, exit_code=code)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
-        for job_id, state in self.status(job_ids).items():
-            if state is not JobState.RUNNING:
+        for job_id, status in self.status(job_ids).items():
+            if status.state is not JobState.RUNNING:
                 continue
             _, cancelled = self._files(job_id)
             cancelled.touch()

@@ -10,26 +10,58 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gridlrt.config import redact_url
 from gridlrt.errors import InputError
 
 
 class JobState(StrEnum):
-    """One pilot job's state, whatever the backend."""
+    """One pilot job's state, whatever the backend (after Parsl's ``parsl.jobs.states``).
+
+    Each backend module documents how its own states map onto these.
+    """
 
     PENDING = "pending"  # accepted, waiting for a slot (Slurm PENDING, DIRAC Waiting, ...)
+    HELD = "held"  # will not start or go on until someone releases it (a hold, a suspension)
     RUNNING = "running"
     COMPLETED = "completed"  # ended with exit code 0
-    FAILED = "failed"  # ended badly: non-zero exit, node failure, timeout, aborted, stalled
+    TIMEOUT = "timeout"  # ended at its wall/CPU time limit: a pilot's normal end, not a failure
+    FAILED = "failed"  # ended badly: non-zero exit, node failure, out of memory, aborted
     CANCELLED = "cancelled"  # cancelled or killed by the user or an administrator
-    UNKNOWN = "unknown"  # the backend no longer knows the job (purged) or cannot say
+    UNKNOWN = "unknown"  # the backend no longer knows the job (purged) or cannot say (stalled)
 
 
-TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+TERMINAL = frozenset({JobState.COMPLETED, JobState.TIMEOUT, JobState.FAILED, JobState.CANCELLED})
+
+
+class JobStatus(BaseModel):
+    """What a backend says about one job: its state, why (in the backend's own words, e.g.
+    ``PENDING (JobHeldUser)``, ``Failed; Application Finished With Errors``), and its exit
+    code once it has ended (negative: killed by that signal; None: not known)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    state: JobState
+    reason: str | None = None
+    exit_code: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_state(cls, value: Any) -> Any:
+        # job records written before statuses existed hold the bare state ("running")
+        return {"state": value} if isinstance(value, str) else value
+
+
+def wait_status_code(raw: int) -> int:
+    """A POSIX wait status (as Slurm's ``squeue -O exit_code`` prints it) as an exit code:
+    the process's exit code, or minus the signal that killed it."""
+    signal_number = raw & 0x7F
+    return -signal_number if signal_number else (raw >> 8) & 0xFF
+
 
 _SAFE_WORD = re.compile(r"^[A-Za-z0-9_.,:/@%+=-]+$")
 
@@ -144,20 +176,27 @@ class JobRecord(BaseModel):
     host: str
     job_ids: list[str]
     command: list[str]
-    states: dict[str, JobState] = Field(default_factory=dict)
+    states: dict[str, JobStatus] = Field(
+        default_factory=dict, description="job id -> its last known state, reason, exit code"
+    )
     refreshed: float | None = None
     cancelled: bool = False
+
+    def state(self, job_id: str) -> JobState:
+        """The job's last known state (a job never seen is pending)."""
+        status = self.states.get(job_id)
+        return JobState.PENDING if status is None else status.state
 
     def counts(self) -> dict[str, int]:
         """How many jobs are in each state (jobs never seen count as pending)."""
         result = {state.value: 0 for state in JobState}
         for job_id in self.job_ids:
-            result[self.states.get(job_id, JobState.PENDING).value] += 1
+            result[self.state(job_id).value] += 1
         return result
 
     def unfinished(self) -> list[str]:
-        """Job ids not known to have ended (never seen, pending, running or unknown)."""
-        return [j for j in self.job_ids if self.states.get(j, JobState.PENDING) not in TERMINAL]
+        """Job ids not known to have ended (never seen, pending, held, running or unknown)."""
+        return [j for j in self.job_ids if self.state(j) not in TERMINAL]
 
     @property
     def active(self) -> bool:

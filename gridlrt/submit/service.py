@@ -6,7 +6,8 @@
 * :func:`plan` - decide the count (``auto``: the step's todo tokens, capped), build the pilot
   sandbox for grid backends, and render the submission (nothing is submitted);
 * :func:`submit` - write the credentials file (0600), submit, and save a :class:`JobRecord`;
-* :func:`refresh` / :func:`cancel` - ask the backend, update the record in the pool.
+* :func:`refresh` / :func:`cancel` - ask the backend, update the record in the pool;
+  :func:`refresh_jobs` - refresh one or all submissions (what ``gridlrt jobs status`` shows).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from gridlrt.config import Settings, data_dir, redact_url, strip_credentials, url_credentials
 from gridlrt.credentials import couchdb_auth
-from gridlrt.errors import InputError, JobNotFound, RecordNotFound
+from gridlrt.errors import GridlrtError, InputError, JobNotFound, RecordNotFound
 from gridlrt.submit.base import Submitter
 from gridlrt.submit.dirac import DiracSubmitter
 from gridlrt.submit.glite import GliteSubmitter
@@ -231,10 +232,10 @@ def submitter_for(record: JobRecord, env: Mapping[str, str] | None = None) -> Su
 
 
 def refresh(pool: TokenPool, record: JobRecord, env: Mapping[str, str] | None = None) -> JobRecord:
-    """Ask the backend for the states of the record's unfinished jobs and save them.
+    """Ask the backend for the statuses of the record's unfinished jobs and save them.
 
-    A job the backend no longer knows keeps its last known final state. A gLite collection id
-    is replaced by its nodes once the WMS lists them.
+    A job the backend no longer knows keeps its last known final status. A gLite collection
+    id is replaced by its nodes once the WMS lists them.
     """
     if not record.active:
         return record
@@ -249,8 +250,8 @@ def refresh(pool: TokenPool, record: JobRecord, env: Mapping[str, str] | None = 
         if collection in job_ids:
             at = job_ids.index(collection)
             job_ids[at : at + 1] = [m for m in members if m not in job_ids]
-    # jobs already ended are not asked again, so a forgotten job keeps its final state
-    states.update({job_id: state for job_id, state in answer.items() if job_id in job_ids})
+    # jobs already ended are not asked again, so a forgotten job keeps its final status
+    states.update({job_id: status for job_id, status in answer.items() if job_id in job_ids})
     updated = record.model_copy(
         update={"job_ids": job_ids, "states": states, "refreshed": time.time()}
     )
@@ -258,11 +259,50 @@ def refresh(pool: TokenPool, record: JobRecord, env: Mapping[str, str] | None = 
     return updated
 
 
-def cancel(pool: TokenPool, record: JobRecord, env: Mapping[str, str] | None = None) -> JobRecord:
-    """Cancel the record's unfinished jobs (:meth:`JobRecord.unfinished` after a refresh)."""
+@dataclass(frozen=True)
+class JobsRefresh:
+    """What :func:`refresh_jobs` found: every record (refreshed where its backend answered)
+    and, per record id, the error of a backend that did not."""
+
+    records: list[JobRecord]
+    errors: dict[str, GridlrtError]
+
+
+def refresh_jobs(
+    pool: TokenPool, record_id: str | None = None, env: Mapping[str, str] | None = None
+) -> JobsRefresh:
+    """Refresh one submission (``record_id``; its backend's error is raised) or all of them:
+    one backend down must not hide the others, so its record is kept as last saved and its
+    error reported in :attr:`JobsRefresh.errors`."""
+    if record_id is not None:
+        return JobsRefresh([refresh(pool, get_record(pool, record_id), env)], {})
+    records: list[JobRecord] = []
+    errors: dict[str, GridlrtError] = {}
+    for record in job_records(pool):
+        try:
+            records.append(refresh(pool, record, env))
+        except GridlrtError as exc:
+            errors[record.id] = exc
+            records.append(record)
+    return JobsRefresh(records, errors)
+
+
+def cancel(
+    pool: TokenPool,
+    record: JobRecord,
+    env: Mapping[str, str] | None = None,
+    *,
+    dry_run: bool = False,
+) -> tuple[JobRecord, list[str]]:
+    """Cancel the record's unfinished jobs (:meth:`JobRecord.unfinished` after a refresh);
+    the record as saved and the job ids cancelled (``dry_run``: that would be, and nothing
+    is cancelled)."""
     record = refresh(pool, record, env)
+    active = record.unfinished()
+    if dry_run:
+        return record, active
     submitter = submitter_for(record, env)
-    submitter.cancel(record.unfinished())
+    submitter.cancel(active)
     record = record.model_copy(update={"cancelled": True})
     pool.put_record(RECORD_KIND, record.id, record.model_dump(mode="json"))
-    return record
+    return record, active
