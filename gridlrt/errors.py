@@ -76,6 +76,13 @@ class PoolUnavailable(PoolError):
     exit_code = ExitCode.UNAVAILABLE
 
 
+class PoolNotInitialised(PoolUnavailable):
+    """The pool answers but has no database, file or gridlrt views yet: `gridlrt pool init`
+    fixes it; waiting does not (hence not "retry later")."""
+
+    exit_code = ExitCode.INPUT
+
+
 class TokenNotFound(PoolError):
     """No token with that id."""
 

@@ -206,8 +206,8 @@ def test_pool_down_is_one_line_after_bounded_retries() -> None:
 
 def test_missing_database_and_refused_credentials(couchdb: CouchDB) -> None:
     missing = gridlrt("tokens", "status", "--pool", f"{couchdb.url}/never_created")
-    # couchdb.py raises PoolUnavailable for a database that does not exist (yet)
-    assert missing.returncode == ExitCode.UNAVAILABLE
+    # not "retry later": waiting does not make a database; `gridlrt pool init` does
+    assert missing.returncode == ExitCode.INPUT
     assert missing.stderr.strip() == (
         f"error: database {couchdb.url}/never_created does not exist; run `gridlrt pool init`"
     )

@@ -310,8 +310,8 @@ def test_status_command_user_errors_and_help(tmp_path: Path) -> None:
         assert result.stderr.startswith(message), result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     missing = gridlrt(env, "status", "--pool", f"sqlite:///{tmp_path / 'nope.sqlite'}", check=False)
-    # tokens/sqlite.py raises PoolUnavailable for a pool file that does not exist (yet)
-    assert missing.returncode == ExitCode.UNAVAILABLE and "does not exist" in missing.stderr
+    # not "retry later": waiting does not make the pool file; `gridlrt pool init` does
+    assert missing.returncode == ExitCode.INPUT and "does not exist" in missing.stderr
     helptext = gridlrt(env, "status", "--help").stdout
     assert "--watch" in helptext and "--until-done" in helptext and "Examples" in helptext
     assert "status" in gridlrt(env, "--help").stdout

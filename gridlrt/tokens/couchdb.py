@@ -32,6 +32,7 @@ from gridlrt.config import redact_url, strip_credentials
 from gridlrt.errors import (
     CredentialsError,
     PoolError,
+    PoolNotInitialised,
     PoolUnavailable,
     RecordNotFound,
     TokenNotFound,
@@ -153,11 +154,11 @@ class CouchDBPool(TokenPool):
         if response.status_code == 404:
             reason = str(_json(response).get("reason", "")).lower()
             if not path or "database" in reason or "no_db_file" in reason:
-                raise PoolUnavailable(
+                raise PoolNotInitialised(
                     f"database {self.url} does not exist; run `gridlrt pool init`"
                 )
             if path.startswith("_design/"):
-                raise PoolUnavailable(
+                raise PoolNotInitialised(
                     f"{self.url} has no gridlrt views (not initialised); run `gridlrt pool init`"
                 )
             raise TokenNotFound(f"not found in {self.url}: {path.split('?')[0]}")

@@ -16,7 +16,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from gridlrt.errors import MalformedToken, PoolUnavailable, RecordNotFound, TokenNotFound
+from gridlrt.errors import (
+    MalformedToken,
+    PoolNotInitialised,
+    PoolUnavailable,
+    RecordNotFound,
+    TokenNotFound,
+)
 from gridlrt.tokens import design, transitions
 from gridlrt.tokens.model import ACTIVE, PilotInfo, Token, TokenStatus
 from gridlrt.tokens.pool import CreateResult, Overview, TokenPool, parse_token
@@ -102,7 +108,7 @@ class SQLitePool(TokenPool):
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             if not self.path.exists():
-                raise PoolUnavailable(
+                raise PoolNotInitialised(
                     f"embedded pool {self.path} does not exist; create it with `gridlrt pool init`"
                 )
             conn = self._connect()
