@@ -176,7 +176,7 @@ def check_casacore(importer: Callable[[str], object] = importlib.import_module) 
             name="python-casacore",
             status=Status.FAIL,
             detail=f"not importable ({exc})",
-            fix="pip install python-casacore",
+            fix="pip install 'gridlrt[worker]' (python-casacore, numpy, dp3)",
         )
     version = getattr(module, "__version__", "?")
     return Check(name="python-casacore", status=Status.OK, detail=f"version {version}")

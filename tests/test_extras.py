@@ -5,6 +5,7 @@ None`` (its import then raises ImportError), so these tests run in the full test
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib import metadata
@@ -66,3 +67,23 @@ def test_ms_info_without_casacore_is_one_line(tmp_path: Path) -> None:
             f"error: {purpose} needs {missing}, which is not installed: "
             "pip install 'gridlrt[worker]'\n"
         )
+
+
+def test_demo_without_its_extras_is_one_line(tmp_path: Path) -> None:
+    """`gridlrt demo` on an install without gridlrt[demo]: one line naming the extra, no
+    traceback (numpy hidden: the synthetic observation cannot be made)."""
+    code = (
+        "import sys; sys.modules['numpy'] = None; from gridlrt.cli import main; "
+        "sys.argv = ['gridlrt', 'demo']; main()"
+    )
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path), "GRIDLRT_CONFIG": str(tmp_path / "no")}
+    env.pop("GRIDLRT_POOL", None)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
+        env=env,
+    )  # fmt: skip
+    assert result.returncode == ConfigError.exit_code, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: gridlrt demo needs numpy, which is not installed: pip install 'gridlrt[worker]'"
+    )
+    assert "Traceback" not in result.stderr

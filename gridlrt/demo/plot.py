@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from gridlrt.extras import needs_extra
 from gridlrt.lofar_names import name_fields
 from gridlrt.tokens import Token, TokenStatus
 
@@ -19,8 +20,9 @@ def subband_of(token: Token) -> int | None:
 def plot_progress(tokens: list[Token], path: Path, title: str = "") -> Path:
     """A PNG of the run: tokens done over time (top) and each token's last attempt as a bar
     split into download, processing and upload, one row per subband (bottom)."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend state is touched
-    from matplotlib.ticker import MaxNLocator
+    with needs_extra("the demo's plot"):  # matplotlib: gridlrt[demo]
+        from matplotlib.figure import Figure  # no pyplot: no global backend state is touched
+        from matplotlib.ticker import MaxNLocator
 
     attempts = [(t, t.attempts[-1]) for t in tokens if t.attempts and t.attempts[-1].ended]
     start = min((a.started for _, a in attempts), default=time.time())

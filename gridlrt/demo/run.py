@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 from gridlrt.config import Settings
 from gridlrt.demo.plot import plot_progress, subband_of
 from gridlrt.errors import GridlrtError, PoolUnavailable
+from gridlrt.extras import needs_extra
 from gridlrt.submit.model import JobRecord, Resources
 from gridlrt.submit.service import get_submitter, plan, refresh, submit
 from gridlrt.tokens import Token, TokenPool, TokenStatus
@@ -108,7 +109,8 @@ def _archive_hash(name: str) -> str:
 
 def archive_tarballs(store: Path, spec: DemoSpec) -> dict[int, Path]:
     """``{subband: path}`` of the demo's archive tarballs in ``store/lta`` (made or not)."""
-    from gridlrt.demo.synthetic_ms import lofar_ms_name
+    with needs_extra("gridlrt demo"):  # numpy and python-casacore: gridlrt[demo]
+        from gridlrt.demo.synthetic_ms import lofar_ms_name
 
     names = {
         sb: lofar_ms_name(spec.obsid, sb)
@@ -120,7 +122,8 @@ def archive_tarballs(store: Path, spec: DemoSpec) -> dict[int, Path]:
 def make_observation(store: Path, spec: DemoSpec) -> Observation:
     """Make (or find) the demo's archive tarballs in ``store/lta`` and its list in
     ``store/srm.txt``. Existing tarballs are kept, so a rerun makes nothing."""
-    from gridlrt.demo.synthetic_ms import SyntheticMSSpec, make_synthetic_ms
+    with needs_extra("gridlrt demo"):  # numpy and python-casacore: gridlrt[demo]
+        from gridlrt.demo.synthetic_ms import SyntheticMSSpec, make_synthetic_ms
 
     lta = store / "lta"
     lta.mkdir(parents=True, exist_ok=True)
