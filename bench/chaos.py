@@ -5,7 +5,7 @@ outage, then count what was done once, twice, or lost, and what was left behind.
         [--pilots 6] [--kills 60] [--outage 30] [--seed 1]
 
 Prints the machine, the figures per backend, and exits 1 if any count that must be zero is
-not (see tests/chaos.py for the harness, shared with tests/test_chaos.py).
+not (see tests/chaos.py for the harness, shared with tests/integration/test_chaos.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Fault injection: real pilots, real pool, SIGKILLs at random moments and a pool outage.
 
-Used by ``tests/test_chaos.py`` (small, seeded, asserts zero) and ``bench/chaos.py`` (larger,
-prints figures). One run:
+Used by ``tests/integration/test_chaos.py`` (small, seeded, asserts zero) and
+``bench/chaos.py`` (larger, prints figures). One run:
 
 * a pool (embedded SQLite, or a pouchdb-server this harness starts and can restart) holds
   ``tokens`` tokens of a command step whose payload writes ``out.txt`` line by line, each line

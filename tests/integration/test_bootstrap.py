@@ -35,7 +35,7 @@ from gridlrt.tokens import TokenPool, TokenStatus, new_token, open_pool
 from tests.services.process import free_port
 from tests.services.webdav import WebDAV
 
-PILOT_SH = Path(__file__).resolve().parents[1] / "jdl_templates" / "pilot.sh"
+PILOT_SH = Path(__file__).resolve().parents[2] / "jdl_templates" / "pilot.sh"
 SITE_PYTHON = Path("/usr/bin/python3")  # Debian's python3, with the site's LOFAR software
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 

@@ -177,7 +177,7 @@ def test_tampered_and_bad_input_are_one_line_errors(
 
 def test_build_and_push_with_gridlrt(run: Run, webdav: WebDAV, step: Path, tmp_path: Path) -> None:
     """--with-gridlrt adds the runtime bundle (gridlrt.sandbox.bundle; pilot.sh runs it, see
-    tests/test_bootstrap.py): the same bytes as the library builds in this environment."""
+    tests/integration/test_bootstrap.py): the same bytes as the library builds here."""
     from gridlrt.sandbox import build_pilot_sandbox
 
     assert "--with-gridlrt" in run("sandbox", "build", "--help").stdout

@@ -16,7 +16,7 @@ from tests.gridlrt_cli import cli_env, gridlrt
 from tests.services.couchdb import SecuredCouchDB
 from tests.services.process import free_port
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def one_line(result: subprocess.CompletedProcess[str], code: ExitCode, *fragments: str) -> None:

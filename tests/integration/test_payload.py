@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from gridlrt.errors import InputError
-from gridlrt.templating import placeholders, render
 from gridlrt.worker.payload import log_tail, run_payload
 
 
@@ -81,23 +79,6 @@ def test_child_gets_sigterm_even_if_the_pilot_blocks_it(tmp_path: Path) -> None:
     assert "got-term" in (tmp_path / "log.txt").read_text()
 
 
-def test_strict_templates() -> None:
-    fields = {"msin": "in.MS", "subband": 7}
-    assert (
-        render("msin={msin}\nsb={subband:03d}\nlit={{x}}", fields) == "msin=in.MS\nsb=007\nlit={x}"
-    )
-    assert placeholders("{a} {b} {a}") == ["a", "b"]
-    with pytest.raises(InputError, match=r"unknown placeholder \{msout\} \(known: msin, subband\)"):
-        render("msout={msout}", fields, where="average.parset")
-    for bad in ("{msin.__class__}", "{msin[0]}", "{msin!r}"):
-        with pytest.raises(InputError, match="not allowed"):
-            render(bad, fields)
-    with pytest.raises(InputError, match="literal braces"):
-        render("steps=[avg] {", fields)
-
-
-# A payload whose tree leaves its process group and session: a setsid'd grandchild that
-# keeps appending to a file, plus an ordinary background child.
 ESCAPER = (
     "setsid sh -c 'echo pid=$$; while true; do echo tick >> out.txt; sleep 0.05; done' & "
     "sleep 300 & echo pid=$!; echo started; wait"

@@ -34,7 +34,7 @@ from gridlrt.staging.surl import SURL, parse_surl
 from tests.fakes.archive import FakeArchive
 from tests.fakes.lta_stager_v1 import FakeLtaStagerV1
 from tests.fakes.stageit import FakeStageIT
-from tests.test_stageit import home, secret
+from tests.integration.test_stageit import home, secret
 
 __all__ = ["home"]  # the fixture: a private HOME, no LTA credentials in the environment
 

@@ -19,7 +19,7 @@ from nbclient import NotebookClient
 from gridlrt.config import load_settings
 from gridlrt.tokens import TokenStatus, open_pool
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "tutorials" / "LRT_demo.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "tutorials" / "LRT_demo.ipynb"
 PNG = b"\x89PNG\r\n\x1a\n"
 STEP = "flag-average"
 TOKEN_IDS = [f"{STEP}_L700800_SB{sb}" for sb in range(100, 104)]

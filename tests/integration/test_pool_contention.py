@@ -37,7 +37,7 @@ def test_sixteen_claimers_process_every_token_exactly_once(
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "tests.pool_claimer", url, f"pilot{i}", str(out)],
-            cwd=Path(__file__).resolve().parents[1],
+            cwd=Path(__file__).resolve().parents[2],
             stderr=subprocess.PIPE,
             text=True,
         )
