@@ -66,4 +66,7 @@ class BringOnlineResult(BaseModel):
 
     @property
     def all_online(self) -> bool:
+        """Every file asked about is on disk and none failed: the condition to stop polling
+        (``while not result.all_online: result = storage.bring_online_poll(urls, token)``).
+        Public API for notebooks and scripts that drive a bring-online themselves."""
         return bool(self.online) and all(self.online.values()) and not self.errors
