@@ -21,16 +21,14 @@ from gridlrt.submit.model import JobRecord, JobState, JobStatus, Resources
 from gridlrt.submit.pilot_args import pilot_max_time
 from gridlrt.submit.service import (
     BACKENDS,
-    auto_count,
     cancel,
     get_record,
     get_submitter,
-    plan,
     refresh_jobs,
-    submit,
+    submit_pilots,
     worker_arguments,
 )
-from gridlrt.tokens import TokenStatus, open_pool
+from gridlrt.tokens import Token, open_pool
 from gridlrt.worker.plan import validate_step
 from gridlrt.worker.steps import resolve_step
 
@@ -254,41 +252,43 @@ def submit_command(
     )
     root = pilot_args.output_root
     config = resolve_step(step, steps_dir)  # before any pilot: a typo fails here, not on nodes
-    with open_pool(chosen) as opened:
-        if requested is None:
-            cap = maximum or chosen.max_pilots
-            requested = auto_count(opened, step, cap)
-            err_console.print(f"-n auto: {requested} pilot(s) for step {step} (at most {cap})")
-            if requested == 0:
-                err_console.print(
-                    f"no todo tokens of step {step} in {opened.url}; nothing to submit"
-                )
-                return
-        submission = plan(
-            chosen,
-            submitter,
-            step=step,
-            count=requested,
-            resources=resources,
-            worker_args=pilot_args.argv,
-            steps_dir=steps_dir,
-            run_dir=run_dir,
+
+    def check(first: Token) -> None:  # the templates, filled as a pilot will fill them
+        validate_step(config, first, storage_root=root, step_dir=steps_dir)
+
+    done = submit_pilots(
+        chosen,
+        submitter,
+        step=step,
+        count=requested,
+        maximum=maximum,
+        resources=resources,
+        worker_args=pilot_args.argv,
+        steps_dir=steps_dir,
+        run_dir=run_dir,
+        check=check,
+        dry_run=dry_run,
+    )
+    if done.auto_cap is not None:
+        err_console.print(
+            f"-n auto: {done.count} pilot(s) for step {step} (at most {done.auto_cap})"
         )
-        first = next(iter(opened.tokens(TokenStatus.TODO, step)), None)
-        if first is not None:  # the templates, filled as a pilot will fill them
-            validate_step(config, first, storage_root=root, step_dir=steps_dir)
-        if dry_run:
-            _show_plan(submission.files, submission.command, submission.request.run_dir)
-            if submission.request.credentials_file is not None:
-                console.print(
-                    f"credentials: would be written to {submission.request.credentials_file} "
-                    "(0600; not shown)",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-            console.print(f"[yellow]dry run:[/] nothing submitted ({requested} pilot(s) planned)")
-            return
-        record = submit(chosen, opened, submitter, submission)
+    if done.submission is None:
+        err_console.print(f"no todo tokens of step {step} in {done.pool_url}; nothing to submit")
+        return
+    if done.record is None:  # dry run
+        submission = done.submission
+        _show_plan(submission.files, submission.command, submission.request.run_dir)
+        if submission.request.credentials_file is not None:
+            console.print(
+                f"credentials: would be written to {submission.request.credentials_file} "
+                "(0600; not shown)",
+                highlight=False,
+                soft_wrap=True,
+            )
+        console.print(f"[yellow]dry run:[/] nothing submitted ({done.count} pilot(s) planned)")
+        return
+    record = done.record
     if as_json:
         typer.echo(record.model_dump_json(indent=2))
         return

@@ -16,7 +16,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +37,7 @@ from gridlrt.submit.model import (
     Submission,
 )
 from gridlrt.submit.slurm import SlurmSubmitter
-from gridlrt.tokens import TokenPool, TokenStatus
+from gridlrt.tokens import Token, TokenPool, TokenStatus, open_pool
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,69 @@ def submit(
     )
     pool.put_record(RECORD_KIND, record.id, record.model_dump(mode="json"))
     return record
+
+
+@dataclass(frozen=True)
+class PilotSubmission:
+    """What :func:`submit_pilots` did (or, in a dry run, would do)."""
+
+    count: int
+    """Pilots planned: the requested number, or ``-n auto``'s count."""
+    pool_url: str
+    """The pool, as it may be shown (no password)."""
+    auto_cap: int | None
+    """With ``-n auto``: the cap the count was limited to; else None."""
+    submission: Submission | None
+    """The rendered submission (None when there was nothing to submit)."""
+    record: JobRecord | None
+    """The job record written to the pool (None in a dry run or with nothing to submit)."""
+
+
+def submit_pilots(
+    settings: Settings,
+    submitter: Submitter,
+    *,
+    step: str,
+    count: int | None,
+    resources: Resources,
+    worker_args: list[str],
+    maximum: int | None = None,
+    steps_dir: Path | None = None,
+    run_dir: Path | None = None,
+    check: Callable[[Token], None] | None = None,
+    dry_run: bool = False,
+) -> PilotSubmission:
+    """``gridlrt submit`` as one call: open the pool, decide ``-n auto`` (``count`` None: one
+    pilot per todo token of ``step``, at most ``maximum`` or the ``max_pilots`` setting),
+    render the submission, run ``check`` on the first todo token (the caller's step check:
+    templates filled as a pilot will fill them), then submit and record the jobs — or, with
+    ``dry_run``, stop before anything is written. Nothing to do: ``count`` 0, no submission."""
+    with open_pool(settings) as pool:
+        cap = None
+        if count is None:
+            cap = maximum or settings.max_pilots
+            count = auto_count(pool, step, cap)
+            if count == 0:
+                return PilotSubmission(
+                    count=0, pool_url=pool.url, auto_cap=cap, submission=None, record=None
+                )
+        submission = plan(
+            settings,
+            submitter,
+            step=step,
+            count=count,
+            resources=resources,
+            worker_args=worker_args,
+            steps_dir=steps_dir,
+            run_dir=run_dir,
+        )
+        first = next(iter(pool.tokens(TokenStatus.TODO, step)), None)
+        if check is not None and first is not None:
+            check(first)
+        record = None if dry_run else submit(settings, pool, submitter, submission)
+    return PilotSubmission(
+        count=count, pool_url=pool.url, auto_cap=cap, submission=submission, record=record
+    )
 
 
 def get_record(pool: TokenPool, record_id: str) -> JobRecord:
