@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gridlrt.errors import SubmitError
+from gridlrt.procfs import start_time
 from gridlrt.submit.base import SharedPythonSubmitter
 from gridlrt.submit.model import JobState, JobStatus, PilotRequest, Submission
 from gridlrt.submit.pilot_args import worker_command
@@ -32,18 +33,6 @@ from gridlrt.submit.pilot_args import worker_command
 def _unblock_signals() -> None:  # pragma: no cover - runs in the child
     # gfal2 blocks signals in threads that created a context; a pilot must receive SIGTERM.
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
-
-
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot, or None if it is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
 
 
 class LocalSubmitter(SharedPythonSubmitter):
@@ -80,7 +69,7 @@ class LocalSubmitter(SharedPythonSubmitter):
                 except OSError as exc:
                     raise SubmitError(f"cannot start a local pilot: {exc}") from exc
             pid = process.pid
-            (run_dir / f"pilot-{pid}.index").write_text(f"{index} {_start_time(pid) or ''}\n")
+            (run_dir / f"pilot-{pid}.index").write_text(f"{index} {start_time(pid) or ''}\n")
             ids.append(str(pid))
         return ids
 
@@ -98,7 +87,7 @@ class LocalSubmitter(SharedPythonSubmitter):
             index, _, started = index_file.read_text().strip().partition(" ")
         except OSError:
             return JobStatus(state=JobState.UNKNOWN, reason=f"no {index_file.name}")
-        now = _start_time(int(job_id))
+        now = start_time(int(job_id))
         if now is not None and (not started or now == started):
             return JobStatus(state=JobState.RUNNING)
         status_file = index_file.with_name(f"pilot-{index}.status")

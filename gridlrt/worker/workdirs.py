@@ -17,20 +17,11 @@ import shutil
 import socket
 from pathlib import Path
 
+from gridlrt.procfs import start_time
+
 log = logging.getLogger(__name__)
 
 OWNER_FILE = ".gridlrt-owner.json"
-
-
-def process_start(pid: int) -> str | None:
-    """The start time of ``pid`` in clock ticks since boot (``/proc/<pid>/stat`` field 22), or
-    None when there is no such process: with the pid it names a process uniquely."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return fields[19] if len(fields) > 19 else None
 
 
 def attempt_dir(workroot: Path, token_id: str, attempt_id: str) -> Path:
@@ -38,7 +29,7 @@ def attempt_dir(workroot: Path, token_id: str, attempt_id: str) -> Path:
     workdir = workroot / f"{token_id}.{attempt_id}"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    owner = {"host": socket.gethostname(), "pid": os.getpid(), "start": process_start(os.getpid())}
+    owner = {"host": socket.gethostname(), "pid": os.getpid(), "start": start_time(os.getpid())}
     (workdir / OWNER_FILE).write_text(json.dumps(owner))
     return workdir
 
@@ -53,7 +44,7 @@ def owner_alive(workdir: Path) -> bool | None:
         return None
     if host != socket.gethostname():
         return None
-    now = process_start(pid)
+    now = start_time(pid)
     return now is not None and (start is None or now == str(start))
 
 
