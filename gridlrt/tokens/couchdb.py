@@ -271,7 +271,7 @@ class CouchDBPool(TokenPool):
             self._known.pop(next(iter(self._known)))
         return token
 
-    def claim(self, who: PilotInfo, step: str | None = None) -> Token | None:
+    def _claim(self, who: PilotInfo, step: str | None = None) -> Token | None:
         for round_ in range(100):
             candidates = self._candidates(step)
             if not candidates:
@@ -398,6 +398,29 @@ class CouchDBPool(TokenPool):
 
     def _stale_ids(self, before: float) -> list[str]:
         return [r["id"] for r in self._view("gridlrt_heartbeat", endkey=before)]
+
+    def _unsettled_ids(self) -> list[str]:
+        return [r["id"] for r in self._view("gridlrt_unsettled")]
+
+    def stage_counts(self) -> dict[tuple[str, str], dict[str, int]]:
+        counts: dict[tuple[str, str], dict[str, int]] = {}
+        for row in self._view("gridlrt_stages", group_level=3):
+            pipeline, stage, status = row["key"]
+            counts.setdefault((pipeline, stage), {})[status] = row["value"]
+        return counts
+
+    def _get_docs(self, token_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        found: dict[str, dict[str, Any] | None] = {}
+        ids = list(token_ids)
+        for i in range(0, len(ids), 1000):
+            chunk = ids[i : i + 1000]
+            rows = self._request(
+                "POST", "_all_docs", params={"include_docs": "true"}, json={"keys": chunk}
+            ).json()["rows"]
+            for row in rows:
+                doc = row.get("doc")
+                found[row["key"]] = doc if isinstance(doc, dict) else None
+        return found
 
     def delete(self, token_ids: Iterable[str]) -> int:
         ids = list(token_ids)

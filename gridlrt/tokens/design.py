@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from gridlrt.tokens.model import Token
 
 DESIGN_ID = "_design/Monitor"
-DESIGN_VERSION = 2
+DESIGN_VERSION = 3
 
 _PICAS_VIEW = """function(doc) {
    if(doc.type == "token") {
@@ -206,6 +206,7 @@ def sql_misfit(doc: str = "doc", shape: Shape | None = None, depth: int = 0) -> 
 _STATUS_JS = """
   var lock = Number(doc.lock || 0), done = Number(doc.done || 0), s;
   if (lock == 0 && done == 0) { s = 'todo'; }
+  else if (lock < 0 && done == 0) { s = doc.status == 'blocked' ? 'blocked' : 'waiting'; }
   else if (lock > 0 && done == 0) {
     s = ['downloading', 'running', 'uploading'].indexOf(doc.status) >= 0 ? doc.status : 'locked';
   }
@@ -256,6 +257,22 @@ GRIDLRT_VIEWS: dict[str, dict[str, str]] = {
             "  if (active.indexOf(s) >= 0 || (bad && active.indexOf(doc.status) >= 0)) {\n"
             "    emit(bad ? 0 : Math.max(Number(doc.heartbeat || 0), lock), null);\n  }"
         )
+    },
+    # finished tokens whose children were not yet told (a pilot died in between): usually none
+    "gridlrt_unsettled": {
+        "map": _gridlrt_view(
+            "  if (!bad && (s == 'done' || s == 'error') && doc.settled === false\n"
+            "      && Array.isArray(doc.children) && doc.children.length) {\n"
+            "    emit(doc._id, null);\n  }"
+        )
+    },
+    # pipeline progress: reduce with group_level=3 gives counts per pipeline, stage and status
+    "gridlrt_stages": {
+        "map": _gridlrt_view(
+            "  if (!bad && typeof doc.pipeline == 'string' && typeof doc.stage == 'string') {\n"
+            "    emit([doc.pipeline, doc.stage, s], null);\n  }"
+        ),
+        "reduce": "_count",
     },
 }
 

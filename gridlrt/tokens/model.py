@@ -26,6 +26,8 @@ DEFAULT_STEP = "default"
 class TokenStatus(StrEnum):
     """Where a token is in its life. The middle four are all PiCaS's "locked"."""
 
+    WAITING = "waiting"  # for its parents (a pipeline token); no PiCaS view shows it
+    BLOCKED = "blocked"  # its parents failed beyond its threshold; see ``blocked_reason``
     TODO = "todo"
     LOCKED = "locked"
     DOWNLOADING = "downloading"
@@ -36,13 +38,17 @@ class TokenStatus(StrEnum):
 
     @property
     def picas(self) -> str:
-        """The PiCaS view this status shows up in."""
+        """The PiCaS view this status shows up in ("waiting" and "blocked": none)."""
         return "locked" if self in ACTIVE else self.value
 
 
 ACTIVE = frozenset(
     {TokenStatus.LOCKED, TokenStatus.DOWNLOADING, TokenStatus.RUNNING, TokenStatus.UPLOADING}
 )
+PENDING = frozenset({TokenStatus.WAITING, TokenStatus.BLOCKED})  # lock = -1, done = 0
+FINISHED = frozenset({TokenStatus.DONE, TokenStatus.ERROR})
+# lock of a token that waits for its parents: PiCaS's views want lock == 0 (todo) or > 0
+WAITING_LOCK = -1
 
 
 def _as_int(value: Any) -> int | None:
@@ -95,6 +101,7 @@ class Attempt(BaseModel):
     outcome: str | None = None  # done, error, released, lost, reset, abandoned
     timings: dict[str, float] = Field(default_factory=dict)
     heartbeat_interval: float | None = None  # the pilot's, seconds (recover's guard)
+    sandbox: str | None = None  # id (sha256) of the sandbox the pilot ran from, when known
 
 
 class UploadResult(BaseModel):
@@ -107,6 +114,47 @@ class UploadResult(BaseModel):
     checksum: str | None = None
 
 
+class ParentGroup(BaseModel):
+    """Parents whose outputs feed one input of a dependent token.
+
+    ``name`` "input" is the token's own input (a gather: the parents' outputs, in the order of
+    ``ids``, follow the token's own inputs); any other name is an extra input the step refers
+    to as ``{name}`` (e.g. the calibrator's solutions for every target subband)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = "input"
+    ids: list[str] = Field(default_factory=list)
+    # fraction of ids that must be done, the rest failed for good, before the token starts
+    min_done: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class Depends(BaseModel):
+    """What a waiting token waits for (its rule), and its own input before promotion."""
+
+    model_config = ConfigDict(extra="allow")
+
+    groups: list[ParentGroup] = Field(default_factory=list)
+    base_input: Any = None
+
+    @property
+    def parent_ids(self) -> list[str]:
+        return [i for group in self.groups for i in group.ids]
+
+
+class ParentRecord(BaseModel):
+    """Provenance: one parent as it was when its child was promoted."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    step: str = ""
+    status: str = ""
+    group: str = "input"
+    outputs: list[UploadResult] = Field(default_factory=list)
+    sandbox: str | None = None
+
+
 class PilotInfo(BaseModel):
     """Who claims: recorded in the attempt and the PiCaS ``hostname``."""
 
@@ -114,6 +162,7 @@ class PilotInfo(BaseModel):
     host: str
     job_id: str | None = None
     heartbeat_interval: float | None = None  # seconds between the pilot's heartbeats
+    sandbox: str | None = None  # id (sha256) of the sandbox the pilot runs from, when known
 
 
 class Token(BaseModel):
@@ -147,6 +196,16 @@ class Token(BaseModel):
     uploads: list[UploadResult] = Field(default_factory=list)
     progress: dict[str, Any] = Field(default_factory=dict)
     attachments: dict[str, Any] = Field(default_factory=dict, alias="_attachments")
+    # dependencies (pipelines); see gridlrt.tokens.dependencies
+    pipeline: str | None = None
+    stage: str | None = None
+    group: dict[str, Any] = Field(default_factory=dict)  # what it stands for: obsid, subbands
+    depends: Depends | None = None  # a dependent token's parents and rule
+    children: list[str] = Field(default_factory=list)  # tokens waiting for this one
+    settled: bool | None = None  # False: finished, its children not yet told (see settle)
+    blocked_reason: str = ""
+    extra_inputs: dict[str, list[str]] = Field(default_factory=dict)  # {name}: parents' outputs
+    provenance: list[ParentRecord] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -154,10 +213,11 @@ class Token(BaseModel):
         """PiCaS-written documents have no (or a stale) status: take it from lock/done."""
         if not isinstance(data, dict):
             return data
-        state = picas_state(
-            _number(data.get("lock", 0)), _number(data.get("done", 0)), data.get("exit_code")
-        )
+        lock, done = _number(data.get("lock", 0)), _number(data.get("done", 0))
+        state = picas_state(lock, done, data.get("exit_code"))
         status = data.get("status")
+        if lock < 0 and done == 0:  # waiting for parents (PiCaS shows it nowhere)
+            state = "blocked" if status == "blocked" else "waiting"
         keep = status in {s.value for s in ACTIVE} and state == "locked"
         if not keep and status != state:
             data = {**data, "status": state}
@@ -217,8 +277,11 @@ def new_token(
     parameters: dict[str, Any] | None = None,
     priority: int = 0,
     fields: dict[str, Any] | None = None,
+    depends: Depends | None = None,
 ) -> Token:
-    """A fresh todo token. ``fields`` are extra top-level keys (``--field KEY=VALUE``)."""
+    """A fresh todo token, or, with ``depends``, a waiting one (``lock`` -1, so no PiCaS view
+    shows it) that its parents promote. ``fields`` are extra top-level keys
+    (``--field KEY=VALUE``)."""
     data: dict[str, Any] = {
         "_id": token_id,
         "input": inputs,
@@ -228,4 +291,10 @@ def new_token(
         "created": time.time(),
         **(fields or {}),
     }
+    if depends is not None:
+        data.update(
+            lock=WAITING_LOCK,
+            status=TokenStatus.WAITING.value,
+            depends=depends.model_copy(update={"base_input": inputs}).model_dump(mode="json"),
+        )
     return Token.model_validate(data)

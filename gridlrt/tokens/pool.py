@@ -11,6 +11,7 @@ Documents that are not valid tokens are reported (logged, and listed in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -27,9 +28,17 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from gridlrt.durations import format_duration
-from gridlrt.errors import InputError, MalformedToken, TokenNotFound
-from gridlrt.tokens import transitions
-from gridlrt.tokens.model import ACTIVE, PilotInfo, Token, TokenStatus, UploadResult
+from gridlrt.errors import GridlrtError, InputError, MalformedToken, TokenNotFound
+from gridlrt.tokens import dependencies, transitions
+from gridlrt.tokens.model import (
+    ACTIVE,
+    FINISHED,
+    PENDING,
+    PilotInfo,
+    Token,
+    TokenStatus,
+    UploadResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +46,9 @@ DEFAULT_MAX_SCRUBS = 3
 # recover refuses a --stale-after shorter than this many heartbeat intervals of a pilot that
 # holds a token (unless forced): a live pilot may just be between two heartbeats
 SAFE_HEARTBEATS = 3
+# a pool user that finds no todo token (or that has not looked for this long) completes the
+# promotions a dead pilot left undone (finished parents not yet marked settled)
+SETTLE_EVERY = 30.0
 
 
 class CreateResult(BaseModel):
@@ -140,6 +152,7 @@ class TokenPool(ABC):
 
     def __init__(self) -> None:
         self.malformed = Malformed()
+        self._next_settle = 0.0
 
     # --- primitives a backend provides ---------------------------------------------------
 
@@ -160,8 +173,26 @@ class TokenPool(ABC):
         """Atomically read the token, apply ``change``, write the result; return it."""
 
     @abstractmethod
-    def claim(self, who: PilotInfo, step: str | None = None) -> Token | None:
+    def _claim(self, who: PilotInfo, step: str | None = None) -> Token | None:
         """Exclusively take the best todo token (priority, then age), or None."""
+
+    @abstractmethod
+    def _unsettled_ids(self) -> list[str]:
+        """Ids of finished tokens with ``settled`` false: their children are yet to be told."""
+
+    @abstractmethod
+    def stage_counts(self) -> dict[tuple[str, str], dict[str, int]]:
+        """Token counts per (pipeline, stage) and status, for tokens that belong to a pipeline."""
+
+    def _get_docs(self, token_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """Raw documents by id (None when absent); backends read them in bulk."""
+        found: dict[str, dict[str, Any] | None] = {}
+        for token_id in token_ids:
+            try:
+                found[token_id] = self._get_doc(token_id)
+            except (TokenNotFound, MalformedToken):
+                found[token_id] = None
+        return found
 
     @abstractmethod
     def _iter_docs(
@@ -261,6 +292,96 @@ class TokenPool(ABC):
             if token is not None:
                 yield token
 
+    def claim(self, who: PilotInfo, step: str | None = None) -> Token | None:
+        """Exclusively take the best todo token (priority, then age), or None.
+
+        When there is none (and every :data:`SETTLE_EVERY` seconds anyway), first complete the
+        promotions that finished parents still owe their children (:meth:`settle_pending`):
+        a pilot that died right after finishing a parent must not strand its children."""
+        token = self._claim(who, step)
+        if token is None or time.monotonic() >= self._next_settle:
+            promoted = self.settle_pending()
+            if token is None and promoted:
+                token = self._claim(who, step)
+        return token
+
+    # --- dependencies: waiting tokens and their promotion -------------------------------------
+
+    def by_id(self, token_ids: Sequence[str]) -> dict[str, Token | None]:
+        """Valid tokens by id; None for an id that is absent or not a valid token."""
+        found: dict[str, Token | None] = {}
+        for token_id, doc in self._get_docs(list(dict.fromkeys(token_ids))).items():
+            found[token_id] = None if doc is None else parse_token(doc, self.malformed, token_id)
+        return found
+
+    def settle_child(self, child_id: str) -> bool:
+        """Promote, block or unblock one waiting token from the state of its parents; True
+        when it changed. Idempotent: any pool user may call it any number of times."""
+        try:
+            child = self.get(child_id)
+        except (TokenNotFound, MalformedToken):
+            return False
+        if child.status not in PENDING or child.depends is None:
+            return False
+        parents = self.by_id(child.depends.parent_ids)
+        if dependencies.settled_child(child, parents) is None:
+            return False
+
+        def change(token: Token) -> Token:
+            new = dependencies.settled_child(token, parents)
+            if new is None:
+                raise _Unchanged  # somebody settled it meanwhile
+            return new
+
+        try:
+            changed = self._apply(child_id, change)
+        except (TokenNotFound, MalformedToken):
+            return False
+        if changed:
+            log.info("token %s settled from its parents", child_id)
+        return changed
+
+    def settle(self, token: Token | str) -> int:
+        """Tell a token's children that it finished (or was reset), then mark it settled.
+        Returns how many children changed. A crash in between leaves the token unsettled, so
+        the next pool user to call :meth:`settle_pending` does it again."""
+        if isinstance(token, str):
+            try:
+                token = self.get(token)
+            except (TokenNotFound, MalformedToken):
+                return 0
+        changed = sum(1 for child_id in token.children if self.settle_child(child_id))
+        if token.settled is False:
+
+            def mark(current: Token) -> Token:
+                if current.status not in FINISHED or current.settled is not False:
+                    raise _Unchanged
+                return current.model_copy(update={"settled": True})
+
+            with contextlib.suppress(TokenNotFound, MalformedToken):
+                self._apply(token.id, mark)
+        return changed
+
+    def settle_pending(self) -> int:
+        """Settle every finished token whose children were not told (a pilot died in between).
+        Returns how many children changed."""
+        self._next_settle = time.monotonic() + SETTLE_EVERY
+        changed = 0
+        for token_id in self._unsettled_ids():
+            changed += self.settle(token_id)
+        return changed
+
+    def _settle_quietly(self, token: Token) -> None:
+        """Settle after a pilot's finish or failure; a failure here is left for later."""
+        if not token.children or token.settled is not False:
+            return
+        try:
+            self.settle(token)
+        except GridlrtError as exc:
+            log.warning(
+                "children of %s not promoted yet (%s); the next pool user will", token.id, exc
+            )
+
     def heartbeat(self, token_id: str, pilot: str, info: dict[str, Any] | None = None) -> Token:
         now = time.time()
         return self._update(token_id, lambda t: transitions.heartbeat(t, pilot, now, info))
@@ -287,12 +408,14 @@ class TokenPool(ABC):
         timings: dict[str, float] | None = None,
     ) -> Token:
         now = time.time()
-        return self._update(
+        token = self._update(
             token_id,
             lambda t: transitions.finish(
                 t, pilot, now, output=output, uploads=uploads, timings=timings
             ),
         )
+        self._settle_quietly(token)
+        return token
 
     def fail(
         self,
@@ -306,7 +429,7 @@ class TokenPool(ABC):
         retry: bool = False,
     ) -> Token:
         now = time.time()
-        return self._update(
+        token = self._update(
             token_id,
             lambda t: transitions.fail(
                 t,
@@ -319,6 +442,8 @@ class TokenPool(ABC):
                 retry=retry,
             ),
         )
+        self._settle_quietly(token)
+        return token
 
     def release(self, token_id: str, pilot: str) -> Token:
         now = time.time()
@@ -365,6 +490,8 @@ class TokenPool(ABC):
                     done.append(token_id)
             except (_Unchanged, MalformedToken, TokenNotFound):
                 continue  # moved on, not a valid token (reported), or deleted meanwhile
+        if not dry_run:
+            self.settle_pending()  # tokens that failed for good here, and any a pilot left
         return done
 
     def _check_stale_after(self, stale_after: float) -> None:
@@ -395,9 +522,15 @@ class TokenPool(ABC):
         step: str | None = None,
         dry_run: bool = False,
         now: float | None = None,
+        cascade: bool = False,
     ) -> list[str]:
         """Put tokens back to todo: by id, or by status (default: error) and age (seconds since
-        they were locked or finished) within an optional step. Returns the ids (would be) reset."""
+        they were locked or finished) within an optional step. Returns the ids (would be) reset.
+
+        A token with parents goes back to waiting (and is promoted again at once if its
+        parents still allow). A token whose outputs a child already took (the child is no
+        longer waiting) is refused (:class:`InputError`) unless ``cascade``, which resets those
+        children, and theirs, too."""
         moment = time.time() if now is None else now
         if ids is not None:
             chosen = list(ids)
@@ -409,16 +542,60 @@ class TokenPool(ABC):
                 for t in self.tokens(status, step)
                 if older_than is None or _last_change(t) <= moment - older_than
             ]
+        consumers = self._consumers(chosen)
+        if consumers and not cascade:
+            first, used_by = next(iter(consumers.items()))
+            raise InputError(
+                f"token {first} was already used by {', '.join(used_by[:3])}"
+                f"{' and more' if len(used_by) > 3 else ''} ({len(consumers)} token(s) to reset "
+                "have children that started); reset with --cascade to redo them too"
+            )
+        order = list(dict.fromkeys([*chosen, *self._descendants(consumers)]))
         if dry_run:
-            return chosen
+            return order
         done: list[str] = []
-        for token_id in chosen:
+        for token_id in order:
             try:
                 if self._apply(token_id, lambda t: transitions.reset(t, moment)):
                     done.append(token_id)
             except MalformedToken:
                 continue  # reported in self.malformed
+        # dependent tokens are promoted again where their parents allow; blocked children of
+        # the reset tokens wait again
+        for token in self.by_id(done).values():
+            if token is None:
+                continue
+            if token.depends is not None:
+                self.settle_child(token.id)
+            for child_id in token.children:
+                self.settle_child(child_id)
         return done
+
+    def _consumers(self, token_ids: Sequence[str]) -> dict[str, list[str]]:
+        """For tokens whose children already started (not waiting or blocked): those ids."""
+        found: dict[str, list[str]] = {}
+        for token in self.by_id(token_ids).values():
+            if token is None or not token.children:
+                continue
+            children = self.by_id(token.children)
+            started = [i for i, c in children.items() if c is not None and c.status not in PENDING]
+            if started:
+                found[token.id] = started
+        return found
+
+    def _descendants(self, consumers: dict[str, list[str]]) -> list[str]:
+        """Every started token below ``consumers``, parents before children."""
+        order: list[str] = []
+        queue = [i for ids in consumers.values() for i in ids]
+        seen: set[str] = set()
+        while queue:
+            token_id = queue.pop(0)
+            if token_id in seen:
+                continue
+            seen.add(token_id)
+            order.append(token_id)
+            queue.extend(self._consumers([token_id]).get(token_id, []))
+        return order
 
     def _apply(self, token_id: str, change: Callable[[Token], Token]) -> bool:
         try:

@@ -64,6 +64,8 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 CREATE INDEX IF NOT EXISTS tokens_claim ON tokens (status, step, priority DESC, created, id);
 CREATE INDEX IF NOT EXISTS tokens_heartbeat ON tokens (status, heartbeat);
+CREATE INDEX IF NOT EXISTS tokens_unsettled ON tokens (id)
+    WHERE status IN ('done', 'error') AND json_extract(doc, '$.settled') = 0;
 CREATE TABLE IF NOT EXISTS attachments (
     token_id     TEXT NOT NULL,
     name         TEXT NOT NULL,
@@ -220,7 +222,7 @@ class SQLitePool(TokenPool):
             )
         return new
 
-    def claim(self, who: PilotInfo, step: str | None = None) -> Token | None:
+    def _claim(self, who: PilotInfo, step: str | None = None) -> Token | None:
         now = time.time()
         step_clause = "AND step = ?" if step is not None else ""
         args: tuple[Any, ...] = (step,) if step is not None else ()
@@ -299,6 +301,36 @@ class SQLitePool(TokenPool):
             (*_ACTIVE, before),
         )
         return [r[0] for r in rows]
+
+    def _unsettled_ids(self) -> list[str]:
+        rows = self._db.execute(
+            "SELECT id FROM tokens WHERE status IN ('done', 'error') "
+            "AND json_extract(doc, '$.settled') = 0 ORDER BY id"
+        )
+        return [r[0] for r in rows]
+
+    def stage_counts(self) -> dict[tuple[str, str], dict[str, int]]:
+        counts: dict[tuple[str, str], dict[str, int]] = {}
+        rows = self._db.execute(
+            "SELECT json_extract(doc, '$.pipeline') AS p, json_extract(doc, '$.stage') AS s, "
+            "status, count(*) FROM tokens WHERE json_valid(doc) AND typeof(p) = 'text' "
+            "AND typeof(s) = 'text' GROUP BY p, s, status"
+        )
+        for pipeline, stage, status, n in rows:
+            counts.setdefault((pipeline, stage), {})[status] = n
+        return counts
+
+    def _get_docs(self, token_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        found: dict[str, dict[str, Any] | None] = dict.fromkeys(token_ids)
+        ids = list(token_ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for token_id, text in self._db.execute(
+                f"SELECT id, doc FROM tokens WHERE id IN ({marks})", chunk
+            ):
+                found[token_id] = self._load(token_id, text)
+        return found
 
     def delete(self, token_ids: Iterable[str]) -> int:
         deleted = 0

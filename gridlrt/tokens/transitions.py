@@ -13,6 +13,7 @@ from typing import Any
 from gridlrt.errors import LostClaim
 from gridlrt.tokens.model import (
     ACTIVE,
+    WAITING_LOCK,
     Attempt,
     ErrorEntry,
     PilotInfo,
@@ -56,6 +57,7 @@ def claim(token: Token, who: PilotInfo, now: float) -> Token:
             job_id=who.job_id,
             started=now,
             heartbeat_interval=who.heartbeat_interval,
+            sandbox=who.sandbox,
         )
     )
     return new
@@ -111,7 +113,14 @@ def finish(
     new.status = TokenStatus.DONE
     new.output = output
     new.uploads = list(uploads or [])
-    return new
+    return _unsettled(new)
+
+
+def _unsettled(token: Token) -> Token:
+    """A token that just finished for good owes its children a look (see ``settle``)."""
+    if token.children:
+        token.settled = False
+    return token
 
 
 def fail(
@@ -134,7 +143,7 @@ def fail(
     new.done = max(int(now), 1)
     new.exit_code = exit_code if exit_code != 0 else 1
     new.status = TokenStatus.ERROR
-    return new
+    return _unsettled(new)
 
 
 def _to_todo(token: Token) -> Token:
@@ -179,12 +188,13 @@ def recover(token: Token, now: float, max_scrubs: int, stale_after: float) -> To
         new.exit_code = -1
         new.status = TokenStatus.ERROR
         new.scrub_count += 1
-        return new
+        return _unsettled(new)
     return _to_todo(new)
 
 
 def reset(token: Token, now: float) -> Token:
-    """Back to todo whatever the status (history in attempts and error is kept)."""
+    """Back to todo whatever the status (history in attempts and error is kept); a token with
+    parents goes back to waiting for them instead (its promotion is undone)."""
     new = _copy(token)
     attempt = new.current_attempt
     if attempt is not None and attempt.ended is None:
@@ -193,4 +203,25 @@ def reset(token: Token, now: float) -> Token:
     new.output = None
     new.uploads = []
     new.reset_index = len(new.attempts)
+    new.settled = None
+    if new.depends is not None:
+        return to_waiting(_to_todo(new))
     return _to_todo(new)
+
+
+def to_waiting(token: Token, reason: str = "") -> Token:
+    """A dependent token back to waiting (``reason``: blocked, and why): its own input again,
+    no parents' outputs, lock -1 so no PiCaS view shows it."""
+    new = _copy(token)
+    new.lock = WAITING_LOCK
+    new.done = 0
+    new.hostname = ""
+    new.exit_code = None
+    new.progress = {}
+    new.status = TokenStatus.BLOCKED if reason else TokenStatus.WAITING
+    new.blocked_reason = reason
+    if new.depends is not None:
+        new.input = new.depends.base_input
+    new.extra_inputs = {}
+    new.provenance = []
+    return new

@@ -47,6 +47,8 @@ def test_picas_views_count_gridlrt_tokens(pool: CouchDBPool) -> None:
     total = view(pool, "overview_total", group="true")
     assert {r["key"]: r["value"] for r in total} == expected
     assert pool.overview().by_status("avg") == {
+        "waiting": 0,
+        "blocked": 0,
         "todo": 5,
         "locked": 1,
         "downloading": 0,
@@ -69,6 +71,9 @@ EDGE_CASES: list[dict[str, Any]] = [
     {"lock": 99, "done": 99},  # PiCaS 1.x error()
     {"lock": -1, "done": -1},  # older PiCaS error()
     {"lock": 0, "done": 0, "status": "error"},
+    {"lock": -1, "done": 0},  # waiting for parents: in no PiCaS view
+    {"lock": -1, "done": 0, "status": "blocked"},
+    {"lock": -1, "done": 0, "status": "running"},  # a stale status: still waiting
 ]
 
 
@@ -93,6 +98,9 @@ def test_javascript_and_python_status_rules_agree(pool: CouchDBPool) -> None:
     assert by_id["case03"] == "locked"
     assert by_id["case07"] == "error"
     assert by_id["case09"] == "error"
+    assert [by_id[f"case{i}"] for i in (11, 12, 13)] == ["waiting", "blocked", "waiting"]
+    for name in ("todo", "locked", "done", "error"):  # PiCaS never sees a waiting token
+        assert not {"case11", "case12", "case13"} & {r["id"] for r in view(pool, name)}
 
 
 def test_init_keeps_views_others_added_and_upgrades_in_place(pool: CouchDBPool) -> None:
