@@ -91,7 +91,7 @@ class StepSnapshot(BaseModel):
     counts: dict[str, int]  # every status, zeros included
     total: int
     done: int
-    remaining: int  # todo + active
+    remaining: int  # waiting + todo + active (blocked and error need a user)
     done_fraction: float
     throughput: Throughput
     eta_seconds: float | None  # None: unknown (nothing done recently, or no rate yet)
@@ -109,7 +109,7 @@ class Snapshot(BaseModel):
     window: float
     stale_after: float
     steps: list[StepSnapshot]
-    finished: bool  # no token of these steps is todo or active
+    finished: bool  # no token of these steps is waiting, todo or active
     stale_pilots: int
     hint: str | None  # advice when pilots look lost
     malformed: int = 0  # documents the pool skipped as not valid tokens
@@ -295,7 +295,11 @@ def assemble(
         counts = overview.by_status(name)
         total = sum(counts.values())
         done = counts[TokenStatus.DONE.value]
-        remaining = counts[TokenStatus.TODO.value] + sum(counts[s.value] for s in ACTIVE_ORDER)
+        remaining = (
+            counts[TokenStatus.WAITING.value]
+            + counts[TokenStatus.TODO.value]
+            + sum(counts[s.value] for s in ACTIVE_ORDER)
+        )
         rate = throughput.get(name) or Throughput(span=window, measured_at=now)
         rows = sorted(
             pilots.get(name, []), key=lambda r: (not r.stale, r.host, r.job_id or "", r.token_id)

@@ -87,7 +87,8 @@ def status_command(
     per minute over the last --window) and ETA; the latest error line of failing tokens; and
     every pilot at work — host, job id, token, status, heartbeat age, node load and memory.
     Pilots silent for longer than --stale-after are flagged: `gridlrt tokens recover` gives
-    their tokens back.
+    their tokens back. Pipeline tokens waiting for their parents count as remaining; a
+    promotion a lost pilot left undone is completed here.
 
     Examples:
 
@@ -131,8 +132,17 @@ def _positive(option: str, text: str) -> float:
     return seconds
 
 
+def _settle(pool: TokenPool) -> None:
+    """Complete the promotions a pilot that died after finishing a parent left undone."""
+    try:
+        pool.settle_pending()
+    except PoolError as err:
+        err_console.print(f"[yellow]warning:[/] pending promotions not completed: {err}")
+
+
 def _first(monitor: Monitor, pool: TokenPool, step: str | None) -> Snapshot:
     """The first snapshot; an unknown --step is a user error (most often a typo)."""
+    _settle(pool)
     snap = monitor.snapshot()
     if step is not None and not snap.steps:
         known = sorted(pool.overview().counts)
@@ -147,6 +157,7 @@ def _next(monitor: Monitor, last: Snapshot, interval: float, started: float) -> 
     """Sleep until the next frame is due, then take it (the last one if the pool is down)."""
     time.sleep(max(0.0, started + interval - time.monotonic()))
     try:
+        monitor.pool.settle_pending()
         return monitor.snapshot()
     except PoolError as err:
         err_console.print(f"[yellow]warning:[/] {err} (showing the last frame; still trying)")

@@ -35,6 +35,8 @@ tokens_app = typer.Typer(
 )
 
 STATUS_STYLE = {
+    "waiting": "dim",
+    "blocked": "magenta",
     "todo": "white",
     "locked": "cyan",
     "downloading": "cyan",
@@ -369,16 +371,37 @@ def reset(
         list[str] | None, typer.Option("--id", help="Reset these ids (repeatable).")
     ] = None,
     step: StepOption = None,
+    cascade: Annotated[
+        bool,
+        typer.Option(
+            "--cascade",
+            help="Also reset the pipeline tokens that already took these tokens' outputs "
+            "(and theirs): they wait for them again. Without it such a reset is refused.",
+        ),
+    ] = False,
     pool: PoolOption = None,
     dry_run: DryRunOption = False,
 ) -> None:
     """Put tokens back to todo so pilots process them again (errors and attempts are kept
-    as history). Example: gridlrt tokens reset --status error --step average"""
+    as history). A pipeline token with parents goes back to waiting and starts again as soon
+    as its parents allow; resetting failed parents unblocks their blocked children.
+
+    Examples:
+
+        gridlrt tokens reset --status error --step average
+
+        gridlrt tokens reset --id cal-target.cal_prep.L123_SB004 --cascade --dry-run
+    """
     statuses = [s for s in (_status(x) for x in status_ or []) if s is not None]
     age = duration(older_than, "--older-than", zero=True, example="2h") if older_than else None
     with _open(ctx, pool) as opened:
         ids = opened.reset(
-            statuses=statuses or None, older_than=age, ids=token_ids, step=step, dry_run=dry_run
+            statuses=statuses or None,
+            older_than=age,
+            ids=token_ids,
+            step=step,
+            dry_run=dry_run,
+            cascade=cascade,
         )
     verb = "would reset" if dry_run else "reset"
     console.print(f"{verb} {len(ids)} token(s)" + (": " + ", ".join(ids[:20]) if ids else ""))
