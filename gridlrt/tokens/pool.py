@@ -371,6 +371,14 @@ class TokenPool(ABC):
             changed += self.settle(token_id)
         return changed
 
+    def work_may_appear(self) -> bool:
+        """True while tokens wait for parents that somebody is working on: a pilot that finds
+        nothing to claim should wait for them rather than stop (their parents' pilots will
+        promote them). False when nothing waits, or nothing is active that could end a wait."""
+        counts = self.overview()
+        waiting = counts.total(TokenStatus.WAITING)
+        return waiting > 0 and any(counts.total(status) for status in ACTIVE)
+
     def _settle_quietly(self, token: Token) -> None:
         """Settle after a pilot's finish or failure; a failure here is left for later."""
         if not token.children or token.settled is not False:
