@@ -26,7 +26,8 @@
 #
 # Steps: find the Python; fetch the sandbox; verify its sha256; unpack it into a fresh
 # ./gridlrt-sandbox; check the Python against _gridlrt/bundle.json; check gfal2 imports;
-# put _gridlrt/lib first on PYTHONPATH; run PYTHON -P -m gridlrt worker run --steps-dir
+# put _gridlrt/lib first on PYTHONPATH; export GRIDLRT_SANDBOX_ID=SHA256 (each attempt records
+# it); run PYTHON -P -m gridlrt worker run --steps-dir
 # ./gridlrt-sandbox "$@" (SIGTERM/SIGINT are passed on to it). Every phase is logged to stdout
 # as "pilot.sh: <UTC time> <message>", errors to stderr as "pilot.sh: <UTC time> error: <message>".
 #
@@ -204,6 +205,9 @@ if [ "$ACTUAL" != "$SHA256" ]; then
     die 67 "sandbox $(redact "$SANDBOX"): sha256 is $ACTUAL, expected $SHA256; it is corrupt, truncated or not the sandbox asked for; nothing unpacked"
 fi
 log "sha256 verified"
+# the pilot records it in every attempt it makes (provenance: which sandbox ran the step)
+GRIDLRT_SANDBOX_ID=$SHA256
+export GRIDLRT_SANDBOX_ID
 
 # --- unpack ----------------------------------------------------------------------------------
 rm -rf "./$SANDBOX_DIR"

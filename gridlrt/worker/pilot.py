@@ -25,6 +25,9 @@ What nothing may break:
   ``tokens recover``, never failing it;
 * a pilot starting on a node removes the work directories of dead pilots there.
 
+Each claim records the pilot, host, batch job id and the sandbox id (``GRIDLRT_SANDBOX_ID``,
+see :func:`sandbox_id`) in the token's attempt, for provenance.
+
 Hook methods (:meth:`Pilot.prepare`, :meth:`Pilot.after`) are for user code, as in PiCaS.
 """
 
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import socket
 import tarfile
@@ -67,6 +71,26 @@ def batch_job_id(env: dict[str, str] | None = None) -> str | None:
     if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
         return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
     return next((env[name] for name in JOB_ID_VARIABLES if env.get(name)), None)
+
+
+#: The sandbox the pilot runs from: its id (sha256), exported by pilot.sh once verified.
+SANDBOX_ID_VARIABLE = "GRIDLRT_SANDBOX_ID"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def sandbox_id(env: dict[str, str] | None = None) -> str | None:
+    """The id of the sandbox this pilot runs from (``GRIDLRT_SANDBOX_ID``), for the provenance
+    of every attempt; None when unset, or (with a warning) when it is no sha256."""
+    env = dict(os.environ) if env is None else env
+    value = env.get(SANDBOX_ID_VARIABLE, "").strip().lower()
+    if not value:
+        return None
+    if not _SHA256.fullmatch(value):
+        log.warning(
+            "%s=%r is not a sha256; the sandbox is not recorded", SANDBOX_ID_VARIABLE, value
+        )
+        return None
+    return value
 
 
 class PilotOptions(BaseModel):
@@ -174,6 +198,7 @@ class Pilot:
             host=socket.gethostname(),
             job_id=batch_job_id(),
             heartbeat_interval=options.heartbeat_interval,
+            sandbox=sandbox_id(),
         )
         self.stop_event = threading.Event()
         self.summary = PilotSummary(pilot=self.who.pilot)

@@ -360,3 +360,70 @@ def test_batch_job_id_from_the_environment() -> None:
     assert batch_job_id({"DIRACJOBID": "123456"}) == "123456"
     assert batch_job_id({"GLITE_WMS_JOBID": "https://wms.grid.sara.nl:9000/abc"}).endswith("abc")
     assert batch_job_id({}) is None
+
+
+EXTRA_STEP = """
+name = "apply"
+kind = "command"
+max_attempts = 1
+command = ['sh', '-c', 'cat "$0" > seen.txt; ls "$1" >> seen.txt', '{cal_solve}', '{cal_ms}']
+[inputs]
+kind = "none"
+[outputs]
+keep = ["seen.txt"]
+url = "{root}/{pipeline}/{stage}/{group_label}/{name}"
+"""
+
+
+def test_a_pilot_downloads_extra_inputs_and_records_its_sandbox(tmp_path: Path) -> None:
+    """A promoted token's extra inputs (a parent's file, a parent's packed measurement set)
+    reach the payload as {name}; the attempt records GRIDLRT_SANDBOX_ID."""
+    from gridlrt.worker.pilot import pack_directory
+
+    parents = tmp_path / "parents"
+    parents.mkdir()
+    solutions = parents / "solutions.h5"
+    solutions.write_text("gains of the calibrator\n")
+    ms = parents / "L123_SB000_uv.cal_prep.MS"
+    ms.mkdir()
+    (ms / "table.dat").write_bytes(b"not really a table")
+    packed = pack_directory(ms, parents / "packed")  # as a parent's pilot uploads it
+    pool_url = f"sqlite:///{tmp_path / 'pool.sqlite'}"
+    pool = open_pool(load_settings(pool=pool_url))
+    pool.init()
+    token = new_token("apply_L456_SB004", inputs=None, step="apply").model_copy(
+        update={
+            "extra_inputs": {"cal_solve": [solutions.as_uri()], "cal_ms": [packed.as_uri()]},
+            "pipeline": "lba",
+            "stage": "target_apply",
+            "group": {"label": "SB004"},
+        }
+    )
+    pool.create([token])
+    steps = tmp_path / "steps"
+    steps.mkdir()
+    (steps / "apply.toml").write_text(EXTRA_STEP)
+    results = tmp_path / "results"
+    sandbox = "ab" * 32
+    worker = subprocess.run(
+        [GRIDLRT, "worker", "run", "--pool", pool_url, "--steps-dir", str(steps),
+         "--workdir", str(tmp_path / "w"), "--output-root", results.as_uri()],
+        env={**os.environ, "GRIDLRT_SANDBOX_ID": sandbox},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    done = pool.get("apply_L456_SB004")
+    assert done.status is TokenStatus.DONE, done.error
+    out = results / "lba" / "target_apply" / "SB004" / "seen.txt"
+    assert done.output == [out.as_uri()]
+    assert out.read_text() == "gains of the calibrator\ntable.dat\n"
+    assert done.attempts[-1].sandbox == sandbox
+
+
+def test_sandbox_id_from_the_environment() -> None:
+    from gridlrt.worker.pilot import sandbox_id
+
+    assert sandbox_id({"GRIDLRT_SANDBOX_ID": "AB" * 32 + "\n"}) == "ab" * 32
+    assert sandbox_id({"GRIDLRT_SANDBOX_ID": ""}) is None
+    assert sandbox_id({"GRIDLRT_SANDBOX_ID": "not-a-sha"}) is None
+    assert sandbox_id({}) is None
