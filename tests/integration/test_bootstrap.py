@@ -282,6 +282,7 @@ def test_pilot_sh_in_a_fresh_venv_processes_tokens(
     assert where == [str(sandbox_lib / "gridlrt" / "__init__.py"),
                      str(sandbox_lib / "pydantic" / "__init__.py")]  # fmt: skip
     assert token.output == [(out / "size.txt").as_uri(), (out / "where.txt").as_uri()]
+    assert token.attempts[-1].sandbox == sandbox.id  # provenance: which sandbox ran it
 
     # 2. the tarball pushed to WebDAV storage, fetched by URL (gfal2), pool credentials present
     pushed = push_sandbox(Storage(), sandbox.path, webdav.dav_url(f"sb-{uuid4().hex[:8]}"))

@@ -167,8 +167,8 @@ def test_status_command_over_couchdb(tmp_path: Path, couchdb_database: str) -> N
     data = json.loads(gridlrt(env, "status", "--pool", couchdb_database, "--json").stdout)
     [step] = data["steps"]
     assert step["counts"] == {
-        "waiting": 0, "blocked": 0, "todo": 10, "locked": 0, "downloading": 0, "running": 2, "uploading": 0, "done": 3,
-        "error": 1,
+        "waiting": 0, "blocked": 0, "todo": 10, "locked": 0, "downloading": 0, "running": 2,
+        "uploading": 0, "done": 3, "error": 1,
     }  # fmt: skip
     assert step["throughput"]["done_in_window"] == 3
     assert [f["message"] for f in step["failing"]] == ["DP3 exited 1"]
