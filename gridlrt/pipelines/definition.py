@@ -22,6 +22,7 @@ a pipeline into tokens.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import tomllib
@@ -384,7 +385,9 @@ def _message(error: Any) -> tuple[str | None, str]:
         loc = error["loc"]
         model: type[BaseModel] = Stage if loc and loc[0] == "stage" else Pipeline
         known = [(f.alias or n) for n, f in model.model_fields.items() if not f.exclude]
-        return None, f"unknown field (fields: {', '.join(known)})"
+        close = difflib.get_close_matches(str(loc[-1]) if loc else "", known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        return None, f"unknown field ({hint}fields: {', '.join(known)})"
     if error["type"] == "missing":
         return None, "required"
     return None, str(error["msg"]).removeprefix("Value error, ")
@@ -397,7 +400,9 @@ def validate_pipeline(data: Any, source: str = "pipeline") -> Pipeline:
     try:
         return Pipeline.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
+        errors = exc.errors()
+        # a misspelt field is also a missing one: name the misspelling
+        error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         where, message = _message(error)
         if where is None:
             where = _where(tuple(error["loc"]), data)
