@@ -72,9 +72,18 @@ def run(
         str,
         typer.Option(
             "--idle-timeout",
-            help="How long to wait for new tokens when none is left (0s: stop at once).",
+            help="How long to wait for new tokens when none is left (0s: stop at once). "
+            "Pipeline tokens waiting for parents that other pilots work on are waited for "
+            "anyway.",
         ),
     ] = "0s",
+    poll_interval: Annotated[
+        str,
+        typer.Option(
+            "--poll-interval",
+            help="Time between looks at the pool while there is nothing to claim.",
+        ),
+    ] = "5s",
     heartbeat: Annotated[
         str,
         typer.Option(
@@ -137,6 +146,7 @@ def run(
             max_tokens=max_tokens,
             max_time=duration(max_time, "--max-time", example="12h") if max_time else None,
             idle_timeout=duration(idle_timeout, "--idle-timeout", zero=True, example="10m"),
+            poll_interval=duration(poll_interval, "--poll-interval", example="5s"),
             heartbeat_interval=duration(heartbeat, "--heartbeat", minimum=MIN_HEARTBEAT),
             keep_workdirs=keep_workdirs,
             workroot=workdir or Path(tempfile.gettempdir()) / "gridlrt-pilot",

@@ -8,7 +8,8 @@ step promises) → upload (atomic, verified) → finish with output URLs, exit c
 Failures go to ``fail`` with the message, traceback and log tail; a token that has not failed
 its step's ``max_attempts`` times since its last reset goes back to todo for another try
 (releases, lost pilots and pool outages cost no try). The pilot stops when the pool stays
-empty for ``idle_timeout``, after ``max_tokens``, or when the time left is shorter than the
+empty for ``idle_timeout`` (and no token waits for parents that are being worked on), after
+``max_tokens``, or when the time left is shorter than the
 expected time of one more token (the mean of this pilot's tokens times ``safety_factor``). On
 SIGTERM/SIGINT (:meth:`Pilot.stop`) before the upload, the payload is killed and the token goes
 back to todo; once the upload has begun it is finished and so is the token (uploads are short
@@ -228,14 +229,21 @@ class Pilot:
         return left > expected and left > 0
 
     def _next_token(self) -> Token | None:
+        """The next token; past the idle timeout, keep polling only while tokens wait for
+        parents that other pilots are working on (the next stage of a pipeline)."""
         waited_since = time.monotonic()
+        told = False
         while not self.stop_event.is_set():
             token = self.pool.claim(self.who, self.options.step)
             if token is not None:
                 return token
             if time.monotonic() - waited_since >= self.options.idle_timeout:
-                self.summary.stop_reason = "no more tokens"
-                return None
+                if not self.pool.work_may_appear():
+                    self.summary.stop_reason = "no more tokens"
+                    return None
+                if not told:
+                    log.info("nothing to claim yet: tokens wait for parents still being worked on")
+                    told = True
             self.stop_event.wait(self.options.poll_interval)
         return None
 
