@@ -69,8 +69,7 @@ class Expansion(BaseModel):
 
     def stage_tokens(self, stage: str) -> list[Token]:
         """The tokens of one stage, in the stage's order."""
-        found = [t for t in self.tokens if t.stage == stage]
-        return found
+        return [t for t in self.tokens if t.stage == stage]
 
 
 @dataclass
@@ -284,23 +283,23 @@ def expand(
 def _tokens(pipeline: Pipeline, run: str, nodes: dict[str, list[_Node]]) -> list[Token]:
     """The tokens, children before parents (stages in reverse DAG order)."""
     depends: dict[str, Depends | None] = {}
-    children: dict[str, list[str]] = {}
+    children: dict[str, dict[str, None]] = {}  # parent -> its children, ordered, once each
     for stage in pipeline.stages:
+        gathers = pipeline.over_stage(stage) is not None
+        after = {name: [n.id for n in nodes[name]] for name in stage.after}
         for node in nodes[stage.name]:
             groups = []
-            if pipeline.over_stage(stage) is not None:
+            if gathers:
                 groups.append(ParentGroup(name="input", ids=node.parents, min_done=stage.min_done))
-            for name in stage.after:
-                ids = [n.id for n in nodes[name]]
-                groups.append(ParentGroup(name=name, ids=ids, min_done=stage.min_done))
+            for name, ids in after.items():
+                groups.append(ParentGroup(name=name, ids=list(ids), min_done=stage.min_done))
             depends[node.id] = Depends(groups=groups) if groups else None
             for group in groups:
                 for parent in group.ids:
-                    mine = children.setdefault(parent, [])
-                    if node.id not in mine:
-                        mine.append(node.id)
+                    children.setdefault(parent, {})[node.id] = None
     tokens: list[Token] = []
     for stage in reversed(pipeline.stages):
+        priority = pipeline.priority(stage)
         for node in nodes[stage.name]:
             tokens.append(
                 new_token(
@@ -308,12 +307,12 @@ def _tokens(pipeline: Pipeline, run: str, nodes: dict[str, list[_Node]]) -> list
                     inputs=node.input,
                     step=stage.step,
                     parameters=dict(stage.parameters),
-                    priority=pipeline.priority(stage),
+                    priority=priority,
                     fields={
                         "pipeline": run,
                         "stage": stage.name,
                         "group": node.group,
-                        "children": children.get(node.id, []),
+                        "children": list(children.get(node.id, {})),
                     },
                     depends=depends[node.id],
                 )

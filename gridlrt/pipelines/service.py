@@ -42,8 +42,6 @@ RECORD_KIND = "pipeline"
 CHECK_ROOT = "file:///gridlrt-check"
 #: blocked tokens listed per stage, at most
 SHOW_BLOCKED = 5
-#: a parent in one of these will not finish without a user's reset
-FAILED_FOR_GOOD = (TokenStatus.ERROR, TokenStatus.BLOCKED)
 
 
 class CreatedPipeline(BaseModel):
@@ -377,14 +375,21 @@ def _waiting_for(
     counts_of: Callable[[str], dict[str, int]],
     planned_of: dict[str, int],
 ) -> str:
-    """``waits for cal_solve (0/1 done)``: the parent stages with tokens not finished."""
-    unfinished = []
+    """``waits for cal_solve (0/1 done, 1 blocked)``: the parent stages not all done; or,
+    when every parent token has finished, that the promotion is yet to be settled."""
+    unfinished: list[str] = []
+    stuck = False
     for parent in plan.parents:
         counts = counts_of(parent)
         total = max(planned_of.get(parent, 0), sum(counts.values()))
-        finished = sum(counts[s.value] for s in FAILED_FOR_GOOD) + counts["done"]
-        if finished < total:
-            unfinished.append(f"{parent} ({counts['done']}/{total} done)")
-    if unfinished:
+        done, failed, blocked = counts["done"], counts["error"], counts["blocked"]
+        if done >= total:
+            continue
+        notes = [f"{done}/{total} done"]
+        notes += [f"{failed} failed"] if failed else []
+        notes += [f"{blocked} blocked"] if blocked else []
+        unfinished.append(f"{parent} ({', '.join(notes)})")
+        stuck = stuck or done + failed < total  # some parent is still to run, or blocked
+    if stuck:
         return "waits for " + ", ".join(unfinished)
     return "its parents finished; not promoted yet (any pool user settles it)"
