@@ -171,10 +171,14 @@ class Stage(BaseModel):
     @classmethod
     def _gather_after(cls, data: Any) -> Any:
         """A stage with ``gather``, no ``over`` and exactly one ``after`` stage gathers over
-        that stage (the wording of the issue that asked for pipelines)."""
+        that stage (the wording of the issue that asked for pipelines); ``after`` may name
+        one stage without a list."""
         if not isinstance(data, dict):
             return data
         after = data.get("after")
+        if isinstance(after, str):  # after = "cal_solve": one stage
+            after = [after]
+            data = {**data, "after": after}
         if (
             data.get("over") is None
             and data.get("gather")

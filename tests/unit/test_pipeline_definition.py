@@ -99,6 +99,8 @@ def test_gather_with_one_after_and_no_over_gathers_over_that_stage(tmp_path: Pat
     pipeline = load_pipeline(write(tmp_path, text))
     band = pipeline.by_name["band"]
     assert band.over == "target_prep" and band.after == []
+    one = load_pipeline(write(tmp_path, GOOD.replace('["cal_solve"]', '"cal_solve"')))
+    assert one.by_name["target_prep"].after == ["cal_solve"]
 
 
 def test_round_trip_through_a_dict(tmp_path: Path) -> None:
