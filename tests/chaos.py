@@ -24,6 +24,8 @@ work directories left behind. Every count but ``done_once`` must be zero.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import random
@@ -36,8 +38,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
-from gridlrt.tokens import TokenPool, TokenStatus, new_token
+import requests
+
+from gridlrt.tokens import Token, TokenPool, TokenStatus, new_token
 from gridlrt.tokens.couchdb import CouchDBPool
 from gridlrt.tokens.sqlite import SQLitePool
 
@@ -156,6 +161,62 @@ class _Pool:
         self.pool.close()
         if self.server is not None:
             self.server.process.stop()
+
+
+# --- every status a token went through, from the pool's own storage --------------------------
+
+HISTORY_SQL = """
+CREATE TABLE IF NOT EXISTS chaos_status_history (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    id     TEXT NOT NULL,
+    status TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS chaos_history_insert AFTER INSERT ON tokens BEGIN
+    INSERT INTO chaos_status_history (id, status) VALUES (NEW.id, NEW.status);
+END;
+CREATE TRIGGER IF NOT EXISTS chaos_history_update AFTER UPDATE OF status ON tokens
+WHEN OLD.status IS NOT NEW.status BEGIN
+    INSERT INTO chaos_status_history (id, status) VALUES (NEW.id, NEW.status);
+END;
+"""
+
+
+def record_history(pool: TokenPool) -> None:
+    """Keep every status change of every token, so promotions can be counted afterwards: an
+    SQLite pool gets an audit table filled by triggers inside each write transaction; CouchDB
+    keeps every revision anyway (pouchdb-server does not compact). Call before creating tokens."""
+    if isinstance(pool, SQLitePool):
+        with contextlib.closing(sqlite3.connect(pool.path, timeout=60)) as db:
+            db.executescript(HISTORY_SQL)
+
+
+def status_history(pool: TokenPool, token_id: str) -> list[str]:
+    """The statuses ``token_id`` went through, oldest first (repeats of one status merged)."""
+    statuses: list[str] = []
+    if isinstance(pool, SQLitePool):
+        with contextlib.closing(sqlite3.connect(pool.path, timeout=60)) as db:
+            rows = db.execute(
+                "SELECT status FROM chaos_status_history WHERE id = ? ORDER BY seq", (token_id,)
+            ).fetchall()
+        statuses = [row[0] for row in rows]
+    else:
+        assert isinstance(pool, CouchDBPool)
+        doc_url = f"{pool.db_url}/{quote(token_id, safe='')}"
+        latest = requests.get(doc_url, params={"revs": "true"}, timeout=30).json()
+        start, hashes = latest["_revisions"]["start"], latest["_revisions"]["ids"]
+        for back, rev_hash in reversed(list(enumerate(hashes))):
+            rev = f"{start - back}-{rev_hash}"
+            doc = requests.get(doc_url, params={"rev": rev}, timeout=30).json()
+            statuses.append(Token.from_doc(doc).status.value)
+    return [s for i, s in enumerate(statuses) if i == 0 or statuses[i - 1] != s]
+
+
+def promotions(history: list[str]) -> int:
+    """How many times a token went from waiting (or blocked) to todo."""
+    pending = {TokenStatus.WAITING.value, TokenStatus.BLOCKED.value}
+    return sum(
+        1 for a, b in itertools.pairwise(history) if a in pending and b == TokenStatus.TODO.value
+    )
 
 
 def _phase(pool: TokenPool, pilot_name: str) -> str:
