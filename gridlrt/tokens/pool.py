@@ -334,12 +334,16 @@ class TokenPool(ABC):
             return new
 
         try:
-            changed = self._apply(child_id, change)
-        except (TokenNotFound, MalformedToken):
+            new = self._update(child_id, change)
+        except (_Unchanged, TokenNotFound, MalformedToken):
             return False
-        if changed:
-            log.info("token %s settled from its parents", child_id)
-        return changed
+        log.info("token %s is %s (settled from its parents)", child_id, new.status.value)
+        if TokenStatus.BLOCKED in (child.status, new.status):
+            # blocked, or no longer: its own children (which count a blocked parent as failed
+            # for good) must hear of it too
+            for grandchild in new.children:
+                self.settle_child(grandchild)
+        return True
 
     def settle(self, token: Token | str) -> int:
         """Tell a token's children that it finished (or was reset), then mark it settled.
