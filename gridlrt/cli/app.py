@@ -18,6 +18,7 @@ from gridlrt.cli.demo import demo_command
 from gridlrt.cli.doctor import doctor_command
 from gridlrt.cli.helpfmt import use_plain_metavars
 from gridlrt.cli.ms import ms_app
+from gridlrt.cli.pipeline import pipeline_app
 from gridlrt.cli.sandbox import sandbox_app
 from gridlrt.cli.stage import stage_app
 from gridlrt.cli.status import status_command
@@ -70,6 +71,7 @@ app.command("doctor")(doctor_command)
 app.command("demo")(demo_command)
 app.add_typer(pool_app, name="pool")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(stage_app, name="stage")
 app.add_typer(ms_app, name="ms")
 app.add_typer(worker_app, name="worker")

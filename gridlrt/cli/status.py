@@ -8,7 +8,9 @@ goes to a file or a pipe.
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated
 
@@ -21,9 +23,10 @@ from rich.table import Table
 from rich.text import Text
 
 from gridlrt.cli.common import PoolOption, console, err_console, settings
+from gridlrt.cli.pipeline import stages_table
 from gridlrt.cli.tokens import STATUS_STYLE
 from gridlrt.durations import format_duration, parse_duration
-from gridlrt.errors import InputError, PoolError
+from gridlrt.errors import InputError, PoolError, PoolNotInitialised
 from gridlrt.monitor import (
     DEFAULT_MAX_FAILING,
     DEFAULT_STALE_AFTER,
@@ -33,6 +36,7 @@ from gridlrt.monitor import (
     Snapshot,
     StepSnapshot,
 )
+from gridlrt.pipelines.service import PipelineStatus, pipeline_status
 from gridlrt.tokens import TokenPool, TokenStatus, open_pool
 
 
@@ -113,9 +117,9 @@ def status_command(
         first = _first(monitor, opened, step)
         if not watch:
             if as_json:
-                typer.echo(first.model_dump_json(indent=2))
+                typer.echo(_json(first, opened, step, indent=2))
             else:
-                console.print(render(first, max_pilots))
+                console.print(render(first, max_pilots, _runs(opened, step)))
             return
         if as_json:
             _watch_json(monitor, first, every, until_done)
@@ -136,6 +140,8 @@ def _settle(pool: TokenPool) -> None:
     """Complete the promotions a pilot that died after finishing a parent left undone."""
     try:
         pool.settle_pending()
+    except PoolNotInitialised:
+        raise
     except PoolError as err:
         err_console.print(f"[yellow]warning:[/] pending promotions not completed: {err}")
 
@@ -174,7 +180,7 @@ def _watch_plain(
     try:
         while True:
             started = time.monotonic()
-            console.print(render(snap, max_pilots))
+            console.print(render(snap, max_pilots, _runs(monitor.pool, monitor.step)))
             console.print()
             console.file.flush()
             if _done(snap, until_done):
@@ -188,7 +194,7 @@ def _watch_json(monitor: Monitor, snap: Snapshot, interval: float, until_done: b
     try:
         while True:
             started = time.monotonic()
-            typer.echo(snap.model_dump_json())
+            typer.echo(_json(snap, monitor.pool, monitor.step))
             if _done(snap, until_done):
                 return
             snap = _next(monitor, snap, interval, started)
@@ -199,20 +205,43 @@ def _watch_json(monitor: Monitor, snap: Snapshot, interval: float, until_done: b
 def _watch_live(
     monitor: Monitor, snap: Snapshot, interval: float, until_done: bool, max_pilots: int
 ) -> None:
-    with Live(render(snap, max_pilots), console=console, auto_refresh=False) as live:
+    def frame() -> RenderableType:
+        return render(snap, max_pilots, _runs(monitor.pool, monitor.step))
+
+    with Live(frame(), console=console, auto_refresh=False) as live:
         try:
             while not _done(snap, until_done):
                 snap = _next(monitor, snap, interval, time.monotonic())
-                live.update(render(snap, max_pilots), refresh=True)
+                live.update(frame(), refresh=True)
         except KeyboardInterrupt:
-            live.update(render(snap, max_pilots), refresh=True)  # the last frame stays
+            live.update(frame(), refresh=True)  # the last frame stays
 
 
 # --- rendering ---------------------------------------------------------------------------------
 
 
-def render(snap: Snapshot, max_pilots: int = 20) -> RenderableType:
-    """One frame: header, steps, failing tokens, pilots, advice."""
+def _runs(pool: TokenPool, step: str | None) -> list[PipelineStatus]:
+    """The pipeline runs in the pool (none with --step: that view is one step's)."""
+    if step is not None:
+        return []
+    try:
+        return pipeline_status(pool)
+    except PoolError as err:
+        err_console.print(f"[yellow]warning:[/] pipeline stages not shown: {err}")
+        return []
+
+
+def _json(snap: Snapshot, pool: TokenPool, step: str | None, indent: int | None = None) -> str:
+    """The snapshot as JSON, with the pipeline runs (stages in DAG order) under "pipelines"."""
+    data = snap.model_dump(mode="json")
+    data["pipelines"] = [r.model_dump(mode="json") for r in _runs(pool, step)]
+    return json.dumps(data, indent=indent)
+
+
+def render(
+    snap: Snapshot, max_pilots: int = 20, runs: Sequence[PipelineStatus] = ()
+) -> RenderableType:
+    """One frame: header, pipeline stages, steps, failing tokens, pilots, advice."""
     clock = datetime.fromtimestamp(snap.taken).strftime("%Y-%m-%d %H:%M:%S")
     parts: list[RenderableType] = [
         Rule(f"gridlrt status · {snap.pool} · {clock}", align="left", style="dim")
@@ -222,6 +251,7 @@ def render(snap: Snapshot, max_pilots: int = 20) -> RenderableType:
         if snap.malformed:
             parts.append(malformed_text(snap.malformed_docs, snap.malformed))
         return Group(*parts)
+    parts.extend(stages_table(run) for run in runs)
     parts.append(_steps_table(snap))
     failing = [row for s in snap.steps for row in s.failing]
     if failing:

@@ -192,6 +192,16 @@ def _step_check(step: str, steps_dir: Path | None) -> TokenCheck:
     return check
 
 
+def token_step_check(steps_dir: Path | None) -> TokenCheck:
+    """Like :func:`_step_check`, for the step each token names (pipeline stages)."""
+
+    def check(token: Token, chosen: Settings) -> None:
+        config = resolve_step(token.step, steps_dir)
+        validate_step(config, token, storage_root=chosen.storage_root, step_dir=steps_dir)
+
+    return check
+
+
 @tokens_app.command("status")
 def status(
     ctx: typer.Context,
