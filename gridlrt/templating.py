@@ -18,6 +18,31 @@ from gridlrt.errors import InputError
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
+# Fields every token's plan defines (gridlrt.worker.plan): an extra input or a pipeline stage
+# may not take one of these names, or its ``{name}`` would be ambiguous.
+PLAN_FIELDS = frozenset(
+    {
+        "token_id",
+        "step",
+        "input",
+        "inputs",
+        "local_inputs",
+        "obsid",
+        "sap",
+        "subband",
+        "msin",
+        "msout",
+        "workdir",
+        "cores",
+        "root",
+        "pipeline",
+        "stage",
+        "group_label",
+        "aoflagger_strategy",
+        "name",
+    }
+)
+
 
 def placeholders(template: str, *, where: str = "template") -> list[str]:
     """The placeholder names in ``template``, in order, each once."""

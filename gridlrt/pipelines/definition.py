@@ -40,6 +40,7 @@ from pydantic import (
 )
 
 from gridlrt.errors import InputError
+from gridlrt.templating import PLAN_FIELDS
 
 #: stage and input names: they become template fields (``{cal_solve}``) and parts of token ids
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -48,27 +49,7 @@ STEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 RUN_NAME = STEP_NAME
 #: fields a step's templates already have (gridlrt.worker.plan): an ``after`` stage becomes a
 #: field named after the stage, so a stage may not be called like one of them
-RESERVED_NAMES = frozenset(
-    {
-        "token_id",
-        "step",
-        "input",
-        "inputs",
-        "obsid",
-        "sap",
-        "subband",
-        "msin",
-        "msout",
-        "workdir",
-        "cores",
-        "root",
-        "pipeline",
-        "stage",
-        "group_label",
-        "aoflagger_strategy",
-        "name",
-    }
-)
+RESERVED_NAMES = PLAN_FIELDS
 #: one LOFAR subband is the clock frequency / 1024 wide
 SUBBANDS_PER_CLOCK = 1024
 _WIDTH = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(hz|khz|mhz|ghz)", re.IGNORECASE)

@@ -11,8 +11,9 @@ space-separated), ``obsid``/``sap``/``subband`` (from LOFAR file names), ``msin`
 in the DP3 wheel, when present), the step's files by name, then the step's ``parameters``,
 overridden by the token's ``parameters`` and by top-level token fields (PiCaS style); last,
 one field per extra input (``token.extra_inputs``, e.g. a calibrator's solutions): ``{name}``
-is the local path(s) of its files, space-separated. The worker knows nothing of pipelines:
-an extra input is just a named list of URLs to download.
+is the local path(s) of its files, space-separated. ``local_inputs``: the local paths of the
+downloaded inputs, space-separated (``msin`` is DP3's ``[a,b]`` list when there are several).
+The worker knows nothing of pipelines: an extra input is just a named list of URLs to download.
 
 Inputs land in the work directory: ``ms-tarball`` inputs unpacked as ``<workdir>/<MS>``,
 ``file`` inputs as ``<workdir>/<file>``, extra inputs as ``<workdir>/extra/<name>/<file>``
@@ -40,27 +41,7 @@ TOKEN_OWN_FIELDS = frozenset(Token.model_fields) | {"_id", "_rev", "_attachments
 
 #: Fields an extra input may never be called, whether or not this token has them (``name`` is
 #: the file name in ``outputs.url``).
-RESERVED_FIELDS = frozenset(
-    {
-        "token_id",
-        "step",
-        "input",
-        "inputs",
-        "obsid",
-        "sap",
-        "subband",
-        "msin",
-        "msout",
-        "workdir",
-        "cores",
-        "root",
-        "pipeline",
-        "stage",
-        "group_label",
-        "aoflagger_strategy",
-        "name",
-    }
-)
+RESERVED_FIELDS = templating.PLAN_FIELDS
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 EXTRA_DIR = "extra"  # <workdir>/extra/<name>/...
 EXTRA_DOWNLOADS = ".download"  # <workdir>/extra/.download/<name>/...: archives before unpacking
@@ -163,6 +144,7 @@ def plan_token(
     msout: Path | None = None
     if msin:
         fields["msin"] = str(msin[0]) if len(msin) == 1 else "[" + ",".join(map(str, msin)) + "]"
+        fields["local_inputs"] = " ".join(map(str, msin))
         stem = msin[0].name.split(".")[0]
         msout = workdir / f"{stem}.{step.name}.MS"
         fields["msout"] = str(msout)
