@@ -174,24 +174,25 @@ CREATE TABLE IF NOT EXISTS chaos_status_history (
 CREATE TRIGGER IF NOT EXISTS chaos_history_insert AFTER INSERT ON tokens BEGIN
     INSERT INTO chaos_status_history (id, status) VALUES (NEW.id, NEW.status);
 END;
-CREATE TRIGGER IF NOT EXISTS chaos_history_update AFTER UPDATE OF status ON tokens
-WHEN OLD.status IS NOT NEW.status BEGIN
+CREATE TRIGGER IF NOT EXISTS chaos_history_update AFTER UPDATE ON tokens BEGIN
     INSERT INTO chaos_status_history (id, status) VALUES (NEW.id, NEW.status);
 END;
 """
 
 
 def record_history(pool: TokenPool) -> None:
-    """Keep every status change of every token, so promotions can be counted afterwards: an
-    SQLite pool gets an audit table filled by triggers inside each write transaction; CouchDB
-    keeps every revision anyway (pouchdb-server does not compact). Call before creating tokens."""
+    """Keep the status after every write of every token, so promotions can be counted
+    afterwards: an SQLite pool gets an audit table filled by triggers inside each write
+    transaction; CouchDB keeps every revision anyway (pouchdb-server does not compact). Call
+    before creating tokens."""
     if isinstance(pool, SQLitePool):
         with contextlib.closing(sqlite3.connect(pool.path, timeout=60)) as db:
             db.executescript(HISTORY_SQL)
 
 
-def status_history(pool: TokenPool, token_id: str) -> list[str]:
-    """The statuses ``token_id`` went through, oldest first (repeats of one status merged)."""
+def status_history(pool: TokenPool, token_id: str, *, merged: bool = False) -> list[str]:
+    """The status after each write of ``token_id``, oldest first; ``merged``: repeats of one
+    status merged (the statuses it went through). (On SQLite a claim is two writes.)"""
     statuses: list[str] = []
     if isinstance(pool, SQLitePool):
         with contextlib.closing(sqlite3.connect(pool.path, timeout=60)) as db:
@@ -208,14 +209,18 @@ def status_history(pool: TokenPool, token_id: str) -> list[str]:
             rev = f"{start - back}-{rev_hash}"
             doc = requests.get(doc_url, params={"rev": rev}, timeout=30).json()
             statuses.append(Token.from_doc(doc).status.value)
+    if not merged:
+        return statuses
     return [s for i, s in enumerate(statuses) if i == 0 or statuses[i - 1] != s]
 
 
 def promotions(history: list[str]) -> int:
-    """How many times a token went from waiting (or blocked) to todo."""
-    pending = {TokenStatus.WAITING.value, TokenStatus.BLOCKED.value}
+    """How many writes promoted a token (of an unmerged :func:`status_history`): writes that
+    made it todo when it was waiting or blocked, or todo already (nothing else writes a todo
+    token over a todo token: a second promotion that found it promoted already)."""
+    before = {TokenStatus.WAITING.value, TokenStatus.BLOCKED.value, TokenStatus.TODO.value}
     return sum(
-        1 for a, b in itertools.pairwise(history) if a in pending and b == TokenStatus.TODO.value
+        1 for a, b in itertools.pairwise(history) if a in before and b == TokenStatus.TODO.value
     )
 
 

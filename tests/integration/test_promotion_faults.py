@@ -298,7 +298,7 @@ def test_sigkill_right_after_the_last_parent_strands_and_repeats_nothing(
     all_children = [c for _, children in families for c in children]
     ran = Counter(runs.read_text().split())
     stranded = [c for c in all_children if pool.get(c).status is not TokenStatus.DONE]
-    twice = [c for c in all_children if ran[c] != 1 or len(pool.get(c).attempts) != 1]
+    twice = [c for c in all_children if ran[c] > 1 or len(pool.get(c).attempts) > 1]
     print(f"children {len(all_children)}: stranded {len(stranded)}, run twice {len(twice)}")
     assert stranded == [] and twice == []
     for parent_ids, child_ids in families:
