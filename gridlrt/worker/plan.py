@@ -16,9 +16,11 @@ downloaded inputs, space-separated (``msin`` is DP3's ``[a,b]`` list when there 
 The worker knows nothing of pipelines: an extra input is just a named list of URLs to download.
 
 Inputs land in the work directory: ``ms-tarball`` inputs unpacked as ``<workdir>/<MS>``,
-``file`` inputs as ``<workdir>/<file>``, extra inputs as ``<workdir>/extra/<name>/<file>``
-(an archive of a measurement set, ``*.MS.tar`` or LTA's ``*.MS_<8 hex>.tar``, unpacked there
-as ``<MS>``; files of one name that share a file name each in a numbered directory).
+``file`` inputs as ``<workdir>/<file>`` (``<workdir>/inputs/<n>/<file>`` when several share a
+file name, as a gather of every parent's ``part.txt`` does), extra inputs as
+``<workdir>/extra/<name>/<file>`` (an archive of a measurement set, ``*.MS.tar`` or LTA's
+``*.MS_<8 hex>.tar``, unpacked there as ``<MS>``; files of one name that share a file name
+each in a numbered directory).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ TOKEN_OWN_FIELDS = frozenset(Token.model_fields) | {"_id", "_rev", "_attachments
 RESERVED_FIELDS = templating.PLAN_FIELDS
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 EXTRA_DIR = "extra"  # <workdir>/extra/<name>/...
+INPUTS_DIR = "inputs"  # <workdir>/inputs/<n>/<file> for file inputs that share a file name
 EXTRA_DOWNLOADS = ".download"  # <workdir>/extra/.download/<name>/...: archives before unpacking
 
 
@@ -135,8 +138,10 @@ def plan_token(
             )
             msin.append(ms)
     elif step.inputs.kind == "file":
-        for url in inputs:
-            local = workdir / url.rstrip("/").rsplit("/", 1)[-1]
+        names = [url.rstrip("/").rsplit("/", 1)[-1] for url in inputs]
+        shared = len(set(names)) < len(names)  # e.g. a gather of every parent's part.txt
+        for index, (url, file_name) in enumerate(zip(inputs, names, strict=True)):
+            local = workdir / INPUTS_DIR / str(index) / file_name if shared else workdir / file_name
             downloads.append(Download(url=url, path=local))
             msin.append(local)
     if msin:

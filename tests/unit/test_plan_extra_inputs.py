@@ -220,3 +220,23 @@ def test_validate_step_of_a_waiting_token_stands_in_for_its_parents() -> None:
     assert checked.argv[2].endswith("/extra/cal_solve/cal_solve_L123.MS")
     assert checked.msin[0].name == "target_prep_L456_SB004.MS"
     assert waiting.extra_inputs == {} and waiting.input is None  # the token is not changed
+
+
+def test_gathered_files_of_one_name_each_get_a_numbered_directory() -> None:
+    parts = [f"file:///root/run/scatter/L1_SB{sb:03d}/part.txt" for sb in (3, 1, 2)]
+    made = plan_token(
+        command_step("cat", "{local_inputs}", kind="file"),
+        token_with({}, inputs=parts),
+        workdir=WORK,
+        storage_root=ROOT,
+    )
+    local = [WORK / "inputs" / str(i) / "part.txt" for i in range(3)]
+    assert [(d.url, d.path) for d in made.downloads] == list(zip(parts, local, strict=True))
+    assert made.argv == ["run", "cat", " ".join(map(str, local))]  # in the token's order
+    single = plan_token(
+        command_step("cat", "{local_inputs}", kind="file"),
+        token_with({}, inputs=parts[:1]),
+        workdir=WORK,
+        storage_root=ROOT,
+    )
+    assert [d.path for d in single.downloads] == [WORK / "part.txt"]
