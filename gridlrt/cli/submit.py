@@ -30,7 +30,7 @@ from gridlrt.submit.service import (
 )
 from gridlrt.tokens import Token, open_pool
 from gridlrt.worker.plan import validate_step
-from gridlrt.worker.steps import resolve_step
+from gridlrt.worker.steps import StepConfig, resolve_step
 
 jobs_app = typer.Typer(
     help="Pilot jobs started by gridlrt submit: their states (refreshed from the batch or "
@@ -80,13 +80,32 @@ def submit_command(
             show_default=False,
         ),
     ],
-    step: Annotated[str, typer.Option("--step", help="The step whose tokens pilots take.")],
+    step: Annotated[
+        str | None,
+        typer.Option(
+            "--step",
+            help="Pilots take only tokens of this step (default: any ready token, whatever "
+            "its step).",
+            show_default=False,
+        ),
+    ] = None,
+    pipeline: Annotated[
+        str | None,
+        typer.Option(
+            "--pipeline",
+            metavar="RUN",
+            help="Pilots for this pipeline run: -n auto sizes them by its widest remaining "
+            "stage, every stage's step is checked now. They take any ready token.",
+            show_default=False,
+        ),
+    ] = None,
     count: Annotated[
         str,
         typer.Option(
             "-n",
             "--count",
-            help="Number of pilots, or auto: one per todo token of the step, at most --max.",
+            help="Number of pilots, or auto: one per todo token (of --step), or per token of "
+            "the --pipeline run's widest remaining stage (todo, waiting, running); at most --max.",
         ),
     ] = "auto",
     maximum: Annotated[
@@ -101,9 +120,7 @@ def submit_command(
     pool: PoolOption = None,
     steps_dir: Annotated[
         Path | None,
-        typer.Option(
-            "--steps-dir", help="Your step configs (<step>.toml and the files they name)."
-        ),
+        typer.Option("--steps-dir", help="Your step configs (STEP.toml and the files they name)."),
     ] = None,
     cpus: Annotated[int, typer.Option("--cpus", min=1, help="Cores per pilot.")] = 1,
     mem: Annotated[
@@ -205,10 +222,14 @@ def submit_command(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the job record as JSON.")] = False,
 ) -> None:
-    """Start N pilots for a step on a batch or grid system and record the jobs in the pool.
+    """Start N pilots on a batch or grid system and record the jobs in the pool.
 
-    Each pilot claims tokens of the step until none is left or its wall time is nearly up
-    (it stops taking tokens 10 % before the end). Backends:
+    Each pilot claims tokens (of --step, else any ready token, whatever its step) until none
+    is left or its wall time is nearly up (it stops taking tokens 10 % before the end); while
+    pipeline tokens wait for parents other pilots work on, it waits for them. Every step the
+    pilots may meet is checked first against a token (a typo fails here, not on the nodes):
+    the step of each kind of todo token and, with --pipeline, the step of every stage left.
+    Backends:
 
     * **local** - N background processes on this machine; logs in the run directory.
     * **slurm** - one sbatch array job (cluster with a shared file system, e.g. SURF Spider).
@@ -221,7 +242,14 @@ def submit_command(
         gridlrt submit -b local --step average -n 4
         gridlrt submit -b slurm --step flag-average -n auto --max-running 20 --walltime 4h
         gridlrt submit -b dirac --step average -n auto --steps-dir steps/ --dry-run
+        gridlrt submit -b slurm -n 4 --steps-dir steps/     # any ready token, any step
+        gridlrt submit -b slurm --pipeline cal-target --steps-dir steps/ --max 50
     """
+    if step is not None and pipeline is not None:
+        raise typer.BadParameter(
+            "pilots take one step, or a pipeline's steps: give --step or --pipeline",
+            param_hint="'--pipeline'",
+        )
     chosen = settings(ctx, pool)
     requested = parse_count(count)
     seconds = duration(walltime, "--walltime", zero=True, example="12h")  # 0: Resources refuses it
@@ -251,15 +279,24 @@ def submit_command(
         chosen, backend, output_root=output_root, max_tokens=max_tokens, idle_timeout=idle
     )
     root = pilot_args.output_root
-    config = resolve_step(step, steps_dir)  # before any pilot: a typo fails here, not on nodes
+    configs: dict[str, StepConfig] = {}
 
-    def check(first: Token) -> None:  # the templates, filled as a pilot will fill them
-        validate_step(config, first, storage_root=root, step_dir=steps_dir)
+    def resolve(name: str) -> StepConfig:
+        if name not in configs:
+            configs[name] = resolve_step(name, steps_dir)
+        return configs[name]
+
+    if step is not None:
+        resolve(step)  # before the pool is asked: a typo fails here, not on nodes
+
+    def check(token: Token) -> None:  # the templates, filled as a pilot will fill them
+        validate_step(resolve(token.step), token, storage_root=root, step_dir=steps_dir)
 
     done = submit_pilots(
         chosen,
         submitter,
         step=step,
+        pipeline=pipeline,
         count=requested,
         maximum=maximum,
         resources=resources,
@@ -269,13 +306,25 @@ def submit_command(
         check=check,
         dry_run=dry_run,
     )
+    work = (
+        f"step {step}"
+        if step is not None
+        else f"pipeline run {pipeline}"
+        if pipeline is not None
+        else "any step"
+    )
     if done.auto_cap is not None:
-        err_console.print(
-            f"-n auto: {done.count} pilot(s) for step {step} (at most {done.auto_cap})"
-        )
+        err_console.print(f"-n auto: {done.count} pilot(s) for {work} (at most {done.auto_cap})")
     if done.submission is None:
-        err_console.print(f"no todo tokens of step {step} in {done.pool_url}; nothing to submit")
+        left = "no tokens left to run" if pipeline is not None else "no todo tokens"
+        err_console.print(f"{left} for {work} in {done.pool_url}; nothing to submit")
         return
+    if done.checked:
+        steps = sorted({t.step for t in done.checked})
+        err_console.print(
+            f"checked step(s) {', '.join(steps)} against {len(done.checked)} token(s)",
+            highlight=False,
+        )
     if done.record is None:  # dry run
         submission = done.submission
         _show_plan(submission.files, submission.command, submission.request.run_dir)
@@ -294,7 +343,7 @@ def submit_command(
         return
     shown = ", ".join(record.job_ids[:3]) + (" ..." if len(record.job_ids) > 3 else "")
     console.print(
-        f"submitted {record.count} pilot(s) for step {record.step} on {record.backend}: {shown}\n"
+        f"submitted {record.count} pilot(s) for {work} on {record.backend}: {shown}\n"
         f"record {record.id}; files and logs in {record.run_dir}\n"
         f"follow with: gridlrt jobs status   (pilots stop taking tokens after "
         f"{format_duration(pilot_max_time(seconds))})",
@@ -330,7 +379,7 @@ def _records_table(records: list[JobRecord]) -> Table:
         table.add_row(
             record.id,
             record.backend,
-            record.step,
+            record.takes,
             str(len(record.job_ids)),
             *(str(counts[s.value] or "") for s in JobState),
             _age(record.submitted) + (" (cancelled)" if record.cancelled else ""),

@@ -141,7 +141,7 @@ class DiracSubmitter(Submitter):
             "dirac.jdl",
             {
                 "job_name": request.job_name,
-                "step": request.step,
+                "step": request.step or "any",
                 "count": count,
                 "arguments": pilot_arguments(request),
                 "input_sandbox": sandbox_list(request),

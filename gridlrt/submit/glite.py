@@ -130,7 +130,7 @@ class GliteSubmitter(Submitter):
         jdl = render_template(
             "glite.jdl",
             {
-                "step": request.step,
+                "step": request.step or "any",
                 "count": request.count,
                 "arguments": pilot_arguments(request),
                 "input_sandbox": sandbox_list(request),

@@ -77,6 +77,12 @@ def safe_word(value: str, what: str) -> str:
     return value
 
 
+def work_label(step: str | None, pipeline: str | None) -> str:
+    """What pilots take, as one word (record ids, job names): the step they are limited to,
+    else the pipeline run they were submitted for, else ``any``."""
+    return step or pipeline or "any"
+
+
 class Resources(BaseModel):
     """What each pilot asks of the batch system. Unset fields are left to the site's defaults."""
 
@@ -104,13 +110,20 @@ class Resources(BaseModel):
 
 
 class PilotRequest(BaseModel):
-    """N pilots for one step: everything a backend needs to render its job description.
+    """N pilots: everything a backend needs to render its job description.
 
-    ``pool_url`` must not carry credentials: they travel as the 0600 file
-    ``credentials_file`` (shipped with the job, read by the pilot), never in argv or JDL.
+    Pilots take tokens of ``step`` only, or, with ``step`` None, any ready token (tokens carry
+    their step: what a pipeline's pilots need). ``pool_url`` must not carry credentials: they
+    travel as the 0600 file ``credentials_file`` (shipped with the job, read by the pilot),
+    never in argv or JDL.
     """
 
-    step: str
+    step: str | None = Field(default=None, description="only tokens of this step; None: any")
+    pipeline: str | None = Field(
+        default=None,
+        description="the pipeline run the pilots were sized for (a name only: they take any "
+        "ready token)",
+    )
     count: int = Field(ge=1, le=100_000)
     pool_url: str
     run_dir: Path = Field(description="where scripts, JDL, logs and job ids of this submission go")
@@ -128,10 +141,10 @@ class PilotRequest(BaseModel):
     )
     sandbox_id: str | None = Field(default=None, description="its sha256")
 
-    @field_validator("step", "job_name")
+    @field_validator("step", "pipeline", "job_name")
     @classmethod
-    def _name(cls, value: str) -> str:
-        return safe_word(value, "step/job name")
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else safe_word(value, "step/pipeline/job name")
 
     @field_validator("pool_url")
     @classmethod
@@ -169,7 +182,8 @@ class JobRecord(BaseModel):
 
     id: str
     backend: str
-    step: str
+    step: str | None = Field(default=None, description="the pilots' step; None: any step")
+    pipeline: str | None = Field(default=None, description="the pipeline run they were for")
     count: int
     submitted: float
     run_dir: str
@@ -181,6 +195,14 @@ class JobRecord(BaseModel):
     )
     refreshed: float | None = None
     cancelled: bool = False
+
+    @property
+    def takes(self) -> str:
+        """What the pilots take, for people: ``average``, ``any (pipeline cal-target)``,
+        ``any``."""
+        if self.step is not None:
+            return self.step
+        return f"any (pipeline {self.pipeline})" if self.pipeline else "any"
 
     def state(self, job_id: str) -> JobState:
         """The job's last known state (a job never seen is pending)."""

@@ -17,12 +17,12 @@ def pilot_max_time(walltime: float) -> int:
 
 
 def worker_options(request: PilotRequest) -> list[str]:
-    """Options of ``gridlrt worker run`` for this request (pool without credentials)."""
+    """Options of ``gridlrt worker run`` for this request (pool without credentials); no
+    ``--step`` when the pilots take any ready token."""
     return [
         "--pool",
         request.pool_url,
-        "--step",
-        request.step,
+        *(["--step", request.step] if request.step is not None else []),
         "--max-time",
         f"{pilot_max_time(request.resources.walltime)}s",
         *request.worker_args,

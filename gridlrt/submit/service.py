@@ -1,10 +1,16 @@
-"""Submitting pilots for a step and keeping track of them: the glue between settings, the pool
-(how many tokens are to do; job records), the pilot sandbox and a backend.
+"""Submitting pilots and keeping track of them: the glue between settings, the pool (how many
+tokens are to do; job records), the pilot sandbox and a backend.
+
+Pilots take the tokens of one step, or any ready token (tokens carry their step): what the
+pilots of a pipeline need, whose stages run different steps. Submitted for a pipeline run,
+``-n auto`` sizes them by the run's widest remaining stage.
 
 * :func:`worker_arguments` - the options every pilot gets on its command line, with the
   output root checked (grid storage for grid pilots, no password in it);
-* :func:`plan` - decide the count (``auto``: the step's todo tokens, capped), build the pilot
-  sandbox for grid backends, and render the submission (nothing is submitted);
+* :func:`auto_count` - ``-n auto``; :func:`tokens_to_check` - the tokens the caller's step
+  check sees before anything is submitted;
+* :func:`plan` - build the pilot sandbox for grid backends and render the submission
+  (nothing is submitted);
 * :func:`submit` - write the credentials file (0600), submit, and save a :class:`JobRecord`;
 * :func:`refresh` / :func:`cancel` - ask the backend, update the record in the pool;
   :func:`refresh_jobs` - refresh one or all submissions (what ``gridlrt jobs status`` shows).
@@ -35,9 +41,11 @@ from gridlrt.submit.model import (
     PilotRequest,
     Resources,
     Submission,
+    work_label,
 )
 from gridlrt.submit.slurm import SlurmSubmitter
 from gridlrt.tokens import Token, TokenPool, TokenStatus, open_pool
+from gridlrt.tokens.model import ACTIVE
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,8 @@ BACKENDS: dict[str, type[Submitter]] = {
 }
 GRID = frozenset({"dirac", "glite"})
 RECORD_KIND = "job"
+#: a pipeline stage's tokens that still need a pilot (or have one): ``-n auto`` counts them
+REMAINING = (TokenStatus.TODO, TokenStatus.WAITING, *sorted(ACTIVE))
 
 
 def get_submitter(backend: str, env: Mapping[str, str] | None = None, **options: Any) -> Submitter:
@@ -62,10 +72,76 @@ def get_submitter(backend: str, env: Mapping[str, str] | None = None, **options:
     return cls(env, **options)
 
 
-def auto_count(pool: TokenPool, step: str, maximum: int) -> int:
-    """``-n auto``: one pilot per todo token of ``step``, at most ``maximum``."""
-    todo = pool.overview().total(TokenStatus.TODO, step)
-    return min(todo, maximum)
+def remaining(counts: Mapping[str, int]) -> int:
+    """Tokens of a stage that still need a pilot or have one: todo, waiting and active."""
+    return sum(counts.get(status.value, 0) for status in REMAINING)
+
+
+def pipeline_stages(pool: TokenPool, run: str) -> dict[str, dict[str, int]]:
+    """The stages of the pipeline run ``run`` with their token counts per status;
+    :class:`InputError` naming the runs in the pool when it has no token of ``run``."""
+    counts = pool.stage_counts()
+    stages = {stage: by_status for (name, stage), by_status in counts.items() if name == run}
+    if not stages:
+        runs = ", ".join(sorted({name for name, _ in counts})) or "none"
+        raise InputError(f"no tokens of pipeline run {run!r} in {pool.url} (runs: {runs})")
+    return stages
+
+
+def auto_count(
+    pool: TokenPool,
+    step: str | None,
+    maximum: int,
+    *,
+    stages: Mapping[str, Mapping[str, int]] | None = None,
+) -> int:
+    """``-n auto``, at most ``maximum``: one pilot per todo token of ``step`` (None: of any
+    step) or, given a pipeline run's ``stages`` (:func:`pipeline_stages`), one per token of its
+    widest remaining stage (todo, waiting and active tokens: a gather stage needs one pilot,
+    the scatter before it many)."""
+    if stages is not None:
+        wanted = max((remaining(counts) for counts in stages.values()), default=0)
+    else:
+        wanted = pool.overview().total(TokenStatus.TODO, step)
+    return min(wanted, maximum)
+
+
+def tokens_to_check(
+    pool: TokenPool,
+    step: str | None = None,
+    *,
+    pipeline: str | None = None,
+    stages: Mapping[str, Mapping[str, int]] | None = None,
+) -> list[Token]:
+    """The tokens a step check should see before pilots are submitted: the first todo token
+    of ``step`` or, with ``step`` None, of every step that has todo tokens (the pilots may take
+    any of them); for the pipeline run ``pipeline`` also one token of each of its ``stages``
+    with tokens left to run (a waiting one: the check fills in stand-ins for its parents'
+    outputs), so a misspelt step of a later stage fails at submit, not on the nodes."""
+    overview = pool.overview()
+    steps = [step] if step is not None else sorted(overview.counts)
+    found: dict[str, Token] = {}
+    for name in steps:
+        if overview.total(TokenStatus.TODO, name):
+            first = next(iter(pool.tokens(TokenStatus.TODO, name)), None)
+            if first is not None:
+                found[first.id] = first
+    if pipeline is None or stages is None:
+        return list(found.values())
+    left = {stage for stage, counts in stages.items() if remaining(counts)}
+    left -= {t.stage for t in found.values() if t.pipeline == pipeline}
+    for status in REMAINING:
+        if not left:
+            break
+        if not overview.total(status):
+            continue
+        for token in pool.tokens(status):
+            if token.pipeline == pipeline and token.stage in left:
+                left.discard(token.stage)
+                found[token.id] = token
+                if not left:
+                    break
+    return list(found.values())
 
 
 @dataclass(frozen=True)
@@ -117,9 +193,11 @@ def worker_arguments(
     return WorkerArguments(output_root=root, argv=argv)
 
 
-def new_record_id(backend: str, step: str) -> str:
+def new_record_id(backend: str, label: str) -> str:
+    """``<UTC time>-<backend>-<label>-<4 hex>``; ``label`` says what the pilots take
+    (:func:`~gridlrt.submit.model.work_label`)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{backend}-{step}-{secrets.token_hex(2)}"
+    return f"{stamp}-{backend}-{label}-{secrets.token_hex(2)}"
 
 
 def pilot_sandbox(steps_dir: Path | None, cache: Path | None = None) -> tuple[Path, str]:
@@ -137,14 +215,17 @@ def plan(
     settings: Settings,
     submitter: Submitter,
     *,
-    step: str,
+    step: str | None,
     count: int,
     resources: Resources,
     worker_args: list[str],
     steps_dir: Path | None = None,
     run_dir: Path | None = None,
+    pipeline: str | None = None,
 ) -> Submission:
-    """Render what :func:`submit` would send (the count is already decided)."""
+    """Render what :func:`submit` would send (the count is already decided). Pilots take
+    tokens of ``step``, or any ready token when it is None; ``pipeline`` (the run they are
+    for) only names the submission."""
     if submitter.name in GRID and settings.pool_kind == "embedded":
         raise InputError(
             f"the pool {settings.pool} lives on this machine; grid pilots need a CouchDB pool "
@@ -152,7 +233,8 @@ def plan(
         )
     if steps_dir is not None and not steps_dir.is_dir():
         raise InputError(f"--steps-dir {steps_dir}: not a directory")
-    record_id = new_record_id(submitter.name, step)
+    label = work_label(step, pipeline)
+    record_id = new_record_id(submitter.name, label)
     run_dir = (run_dir or settings.runs_dir / record_id).expanduser().absolute()
     credentials = couchdb_auth(settings) if settings.pool_kind == "couchdb" else None
     sandbox: Path | None = None
@@ -161,6 +243,7 @@ def plan(
         sandbox, sandbox_id = pilot_sandbox(steps_dir.absolute() if steps_dir else None)
     request = PilotRequest(
         step=step,
+        pipeline=pipeline,
         count=count,
         pool_url=settings.pool
         if settings.pool_kind == "embedded"
@@ -170,7 +253,7 @@ def plan(
         worker_args=worker_args,
         steps_dir=steps_dir.absolute() if steps_dir else None,
         credentials_file=run_dir / CREDENTIALS if credentials else None,
-        job_name=f"gridlrt-{step}",
+        job_name=f"gridlrt-{label}",
         sandbox=sandbox,
         sandbox_id=sandbox_id,
     )
@@ -203,6 +286,7 @@ def submit(
         id=request.run_dir.name,
         backend=submitter.name,
         step=request.step,
+        pipeline=request.pipeline,
         count=request.count,
         submitted=time.time(),
         run_dir=str(request.run_dir),
@@ -224,6 +308,8 @@ class PilotSubmission:
     """The pool, as it may be shown (no password)."""
     auto_cap: int | None
     """With ``-n auto``: the cap the count was limited to; else None."""
+    checked: list[Token]
+    """The tokens the step check saw (:func:`tokens_to_check`)."""
     submission: Submission | None
     """The rendered submission (None when there was nothing to submit)."""
     record: JobRecord | None
@@ -234,7 +320,8 @@ def submit_pilots(
     settings: Settings,
     submitter: Submitter,
     *,
-    step: str,
+    step: str | None = None,
+    pipeline: str | None = None,
     count: int | None,
     resources: Resources,
     worker_args: list[str],
@@ -244,37 +331,68 @@ def submit_pilots(
     check: Callable[[Token], None] | None = None,
     dry_run: bool = False,
 ) -> PilotSubmission:
-    """``gridlrt submit`` as one call: open the pool, decide ``-n auto`` (``count`` None: one
-    pilot per todo token of ``step``, at most ``maximum`` or the ``max_pilots`` setting),
-    render the submission, run ``check`` on the first todo token (the caller's step check:
-    templates filled as a pilot will fill them), then submit and record the jobs — or, with
-    ``dry_run``, stop before anything is written. Nothing to do: ``count`` 0, no submission."""
+    """``gridlrt submit`` as one call: open the pool, decide ``-n auto`` (``count`` None, at
+    most ``maximum`` or the ``max_pilots`` setting: one pilot per todo token of ``step``, of
+    any step when ``step`` is None, or per token of the widest remaining stage of the pipeline
+    run ``pipeline``), render the submission, run ``check`` (the caller's step check: templates
+    filled as a pilot will fill them) on every token of :func:`tokens_to_check`, then submit
+    and record the jobs — or, with ``dry_run``, stop before anything is written. Nothing to
+    do: ``count`` 0, no submission.
+
+    Pilots take tokens of ``step`` only, or any ready token when it is None; ``pipeline``
+    sizes, checks and names the submission (pilots then take any step, the run's tokens and
+    any other ready token). :class:`InputError` for both, or for a run with no tokens."""
+    if step is not None and pipeline is not None:
+        raise InputError("pilots take one step or a pipeline's steps: give step or pipeline")
     with open_pool(settings) as pool:
+        stages = pipeline_stages(pool, pipeline) if pipeline is not None else None
         cap = None
         if count is None:
             cap = maximum or settings.max_pilots
-            count = auto_count(pool, step, cap)
+            count = auto_count(pool, step, cap, stages=stages)
             if count == 0:
                 return PilotSubmission(
-                    count=0, pool_url=pool.url, auto_cap=cap, submission=None, record=None
+                    count=0,
+                    pool_url=pool.url,
+                    auto_cap=cap,
+                    checked=[],
+                    submission=None,
+                    record=None,
                 )
         submission = plan(
             settings,
             submitter,
             step=step,
+            pipeline=pipeline,
             count=count,
             resources=resources,
             worker_args=worker_args,
             steps_dir=steps_dir,
             run_dir=run_dir,
         )
-        first = next(iter(pool.tokens(TokenStatus.TODO, step)), None)
-        if check is not None and first is not None:
-            check(first)
+        checked = tokens_to_check(pool, step, pipeline=pipeline, stages=stages)
+        if check is not None:
+            for token in checked:
+                _check_token(check, token)
         record = None if dry_run else submit(settings, pool, submitter, submission)
     return PilotSubmission(
-        count=count, pool_url=pool.url, auto_cap=cap, submission=submission, record=record
+        count=count,
+        pool_url=pool.url,
+        auto_cap=cap,
+        checked=checked,
+        submission=submission,
+        record=record,
     )
+
+
+def _check_token(check: Callable[[Token], None], token: Token) -> None:
+    """``check(token)``; a pipeline token's problem names its run and stage."""
+    try:
+        check(token)
+    except InputError as exc:
+        if token.pipeline is None or token.stage is None:
+            raise
+        raise InputError(f"pipeline {token.pipeline}, stage {token.stage}: {exc}") from None
 
 
 def get_record(pool: TokenPool, record_id: str) -> JobRecord:

@@ -163,7 +163,7 @@ class SlurmSubmitter(SharedPythonSubmitter):
         script = render_template(
             SCRIPT,
             {
-                "step": request.step,
+                "step": request.step or "any",
                 "job_name": request.job_name,
                 "last_index": request.count - 1,
                 "array_cap": f"%{res.max_running}" if res.max_running else "",
