@@ -196,13 +196,14 @@ def check_input_names(pipeline: Pipeline, given: Iterable[str]) -> None:
     missing = [name for name in pipeline.inputs if name not in names]
     extra = [name for name in names if name not in pipeline.inputs]
     declared = ", ".join(pipeline.inputs)
-    if missing:
-        raise InputError(
-            f"pipeline {pipeline.name}: input {missing[0]!r} not given (inputs: {declared})"
-        )
-    if extra:
+    if extra:  # first: most often a typo of the missing one
         raise InputError(
             f"pipeline {pipeline.name}: unknown input {extra[0]!r} (inputs: {declared})"
+        )
+    if missing:
+        raise InputError(
+            f"pipeline {pipeline.name}: input {missing[0]!r} not given (inputs: {declared}); "
+            f"add --input {missing[0]}=LIST"
         )
 
 

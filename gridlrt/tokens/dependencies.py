@@ -24,6 +24,7 @@ from gridlrt.tokens.model import (
     ParentRecord,
     Token,
     TokenStatus,
+    UploadResult,
 )
 
 Parents = Mapping[str, Token | None]  # id -> the parent (None: not in the pool)
@@ -106,7 +107,7 @@ def promote(child: Token, parents: Parents) -> Token:
             parent = parents.get(parent_id)
             if parent is None or parent.status is not TokenStatus.DONE:
                 continue
-            urls = [u.url for u in parent.uploads] or _output_urls(parent)
+            urls, records = _outputs(parent)
             if group.name == "input":
                 inputs.extend(urls)
                 gathered = True
@@ -119,7 +120,7 @@ def promote(child: Token, parents: Parents) -> Token:
                     step=parent.step,
                     status=parent.status.value,
                     group=group.name,
-                    outputs=parent.uploads,
+                    outputs=records,
                     sandbox=attempt.sandbox if attempt else None,
                 )
             )
@@ -132,12 +133,16 @@ def promote(child: Token, parents: Parents) -> Token:
     return new
 
 
-def _output_urls(parent: Token) -> list[str]:
-    """A parent's outputs when it has no upload records (a PiCaS-style ``output``)."""
+def _outputs(parent: Token) -> tuple[list[str], list[UploadResult]]:
+    """A parent's outputs (``output``, in its order; PiCaS style, a string or a list) and the
+    upload records of those that have one (size, checksum). Other uploads, such as the
+    payload's log, are not outputs."""
     out = parent.output
-    if out is None:
-        return []
-    return [str(o) for o in out] if isinstance(out, list) else [str(out)]
+    urls = [] if out is None else [str(o) for o in out] if isinstance(out, list) else [str(out)]
+    if not urls:  # a parent that recorded uploads only
+        urls = [u.url for u in parent.uploads]
+    by_url = {u.url: u for u in parent.uploads}
+    return urls, [by_url.get(url) or UploadResult(url=url) for url in urls]
 
 
 def settled_child(child: Token, parents: Parents) -> Token | None:

@@ -347,9 +347,13 @@ def test_create_twice_is_idempotent_and_status_counts_match(
     assert solve.counts["blocked"] == 1
     assert [b.id for b in solve.blocked] == ["night1.cal_solve.all"]
     assert all(t.id in solve.blocked[0].reason for t in prep[8:])
-    assert by_name["target_prep"].waiting_for == "waits for cal_solve (0/1 done, 1 blocked)"
-    assert by_name["band"].waiting_for == f"waits for target_prep (0/{N_TARGET} done)"
-    assert status.counts["waiting"] == N_TARGET + 2 + 2
+    # a blocked parent blocks its children too, all the way down, with the reason
+    tprep = by_name["target_prep"]
+    assert tprep.counts["blocked"] == tprep.planned and tprep.counts["waiting"] == 0
+    assert "night1.cal_solve.all" in tprep.blocked[0].reason
+    assert by_name["band"].counts["blocked"] == by_name["band"].planned
+    assert status.counts["waiting"] == 0  # everything below the blocked solve is blocked
+    assert status.counts["blocked"] == 1 + N_TARGET + 2 + 2
     assert json_round_trip(status)
 
     with pytest.raises(InputError, match=r"no pipeline run 'night2' in .* \(runs: night1\)"):
