@@ -20,7 +20,7 @@ from rich.text import Text
 
 from gridlrt.cli.common import PoolOption, console, err_console, settings
 from gridlrt.cli.tokens import STATUS_STYLE, DryRunOption, JsonOption, token_step_check
-from gridlrt.errors import InputError, PoolError, PoolNotInitialised
+from gridlrt.errors import GridlrtError, InputError, PoolError, PoolNotInitialised
 from gridlrt.pipelines.definition import load_pipeline
 from gridlrt.pipelines.expand import StagePlan, dag_text
 from gridlrt.pipelines.service import (
@@ -312,3 +312,119 @@ def show(
     with open_pool(settings(ctx, pool)) as opened:
         record = pipeline_record(opened, what)
     console.print(dag_text(record.pipeline, record.plan), highlight=False, markup=False)
+
+
+@pipeline_app.command("run")
+def run_command(
+    ctx: typer.Context,
+    definition: Annotated[Path, typer.Argument(help="The pipeline file (TOML).")],
+    inputs: InputOption,
+    pilots: Annotated[
+        int, typer.Option("-n", "--pilots", min=1, help="Local pilots (processes) to start.")
+    ] = 2,
+    run: RunOption = None,
+    steps_dir: StepsDirOption = None,
+    output_root: Annotated[
+        str | None,
+        typer.Option(
+            "--output-root",
+            help="Where results go (a URL or path). Default: the storage_root setting.",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Give up waiting after this many seconds.")
+    ] = 24 * 3600.0,
+    pool: PoolOption = None,
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Run a pipeline on this machine: create its tokens (as `pipeline create`), start N local
+    pilots that take any ready token, and show the stages live until every token is done,
+    failed or blocked. Safe to rerun: tokens already done are not redone. On a grid or
+    batch system use `pipeline create`, then `gridlrt submit --pipeline RUN`.
+
+    Examples:
+
+        gridlrt pipeline run cal-target.toml -i calibrator=cal.txt -i target=srm.txt -n 4
+
+        gridlrt pipeline run cal-target.toml -i calibrator=c.txt -i target=t.txt --dry-run
+    """
+    from gridlrt.submit.model import Resources
+    from gridlrt.submit.service import cancel, get_submitter, refresh, submit_pilots
+
+    chosen = settings(ctx, pool)
+    created = create_pipeline(
+        chosen,
+        definition,
+        parse_inputs(inputs),
+        run=run,
+        check=token_step_check(steps_dir),
+        dry_run=dry_run,
+    )
+    if dry_run:
+        if as_json:
+            typer.echo(created.model_dump_json(indent=2, exclude={"tokens"}))
+            return
+        console.print(plan_table(created))
+        console.print(
+            f"dry run: would create {len(created.tokens)} token(s) of run {created.run} and "
+            f"start {pilots} local pilot(s); nothing changed"
+        )
+        return
+    root = output_root or chosen.storage_root
+    worker_args = ["--output-root", root, "--heartbeat", "5s", "--poll-interval", "0.5s"]
+    with open_pool(chosen) as opened:
+        runs = _read(opened, created.run)
+    record = None
+    if _unfinished(runs[0]):  # a rerun of a finished run starts nothing
+        record = submit_pilots(
+            chosen,
+            get_submitter("local"),
+            pipeline=created.run,
+            count=pilots,
+            resources=Resources(walltime=timeout),
+            worker_args=worker_args,
+            steps_dir=steps_dir,
+        ).record
+    deadline = time.monotonic() + timeout
+    with open_pool(chosen) as opened:
+        live = Live(render_runs(runs, opened.url), console=err_console, auto_refresh=False)
+        try:
+            with live:
+                while record is not None and _unfinished(runs[0]):
+                    time.sleep(1.0)
+                    runs = _read(opened, created.run)
+                    live.update(render_runs(runs, opened.url), refresh=True)
+                    record = refresh(opened, record)
+                    if not record.active and _unfinished(runs[0]):
+                        runs = _read(opened, created.run)  # the last pilot's last promotion
+                        if _unfinished(runs[0]):
+                            raise GridlrtError(
+                                f"the pilots ended with tokens of run {created.run} unfinished; "
+                                f"see their logs in {record.run_dir}"
+                            )
+                    if time.monotonic() > deadline:
+                        raise GridlrtError(
+                            f"run {created.run} did not finish within {timeout:.0f} s; pilots "
+                            f"keep running (gridlrt jobs status {record.id})"
+                        )
+        except KeyboardInterrupt:
+            if record is not None:
+                cancel(opened, record)  # pilots put their tokens back: a rerun goes on
+            err_console.print("stopped; pilots cancelled, their tokens back to todo")
+            raise typer.Exit(130) from None
+    if as_json:
+        typer.echo("[" + ",".join(r.model_dump_json(indent=2) for r in runs) + "]")
+        return
+    console.print(render_runs(runs, chosen.pool))
+    console.print(
+        f"results: under {root}, where each step's outputs.url puts them; "
+        f"each token's outputs: gridlrt tokens show ID"
+    )
+
+
+def _unfinished(run: PipelineStatus) -> bool:
+    """Tokens still to run or running (blocked and error tokens wait for a user)."""
+    busy = ("waiting", "todo", "locked", "downloading", "running", "uploading")
+    return any(run.counts.get(status, 0) for status in busy)

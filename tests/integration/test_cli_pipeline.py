@@ -248,3 +248,29 @@ def test_pipeline_mistakes_are_one_line(tmp_path: Path) -> None:
     assert "cal_prep [prep]" in gridlrt(env, "pipeline", "show", str(definition)).stdout
     unknown = gridlrt(env, "pipeline", "status", "nosuch", check=False)
     assert unknown.returncode != 0 and len(unknown.stderr.strip().splitlines()) == 1
+
+
+def test_pipeline_run_creates_starts_local_pilots_and_waits(tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    lists = write_inputs(tmp_path)
+    steps = write_steps(tmp_path)
+    definition = tmp_path / "caltgt.toml"
+    definition.write_text(PIPELINE)
+    args = ["pipeline", "run", str(definition), "--steps-dir", str(steps), "-n", "3",
+            "--output-root", (tmp_path / "results").as_uri(),
+            "-i", f"calibrator={lists['calibrator']}",
+            "-i", f"target={lists['target']}"]  # fmt: skip
+    dry = gridlrt(env, *args, "--dry-run")
+    assert "would create 28 token(s)" in dry.stdout
+    assert not (Path(env["XDG_DATA_HOME"]) / "gridlrt" / "pool.sqlite").exists()
+    runs = json.loads(gridlrt(env, *args, "--json").stdout)
+    assert runs[0]["counts"]["done"] == 27 and runs[0]["counts"]["error"] == 1
+    with SQLitePool(Path(env["XDG_DATA_HOME"]) / "gridlrt" / "pool.sqlite") as pool:
+        tokens = {t.id: t for t in pool.tokens()}
+    check_run(tokens, tmp_path / "results")
+    jobs = list((tmp_path / "runs").iterdir())
+    again = json.loads(gridlrt(env, *args, "--json").stdout)  # safe to rerun: nothing redone
+    assert again[0]["counts"] == runs[0]["counts"]
+    assert list((tmp_path / "runs").iterdir()) == jobs  # no pilot started
+    with SQLitePool(Path(env["XDG_DATA_HOME"]) / "gridlrt" / "pool.sqlite") as pool:
+        assert all(len(t.attempts) == 1 for t in pool.tokens())
