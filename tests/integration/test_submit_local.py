@@ -162,3 +162,51 @@ def test_auto_count_dry_run_and_cancel(tmp_path: Path) -> None:
     assert pool.overview().total(TokenStatus.TODO, "slow") == 3  # the token went back to todo
     table = gridlrt(env, "jobs", "status").stdout
     assert record["id"] in table and "cancelled" in table
+
+
+def test_local_pilots_for_a_pipeline_run(tmp_path: Path) -> None:
+    """``--pipeline RUN``: -n auto is the widest stage (3), the pilots take any step, wait for
+    the gather's parents and drain the run; ``jobs status`` names the run."""
+    pool_url = f"sqlite:///{tmp_path / 'pool.sqlite'}"
+    out = tmp_path / "out"
+    env = cli_env(tmp_path, GRIDLRT_POOL=pool_url, GRIDLRT_STORAGE_ROOT=out.as_uri())
+    steps = tmp_path / "steps"
+    steps.mkdir()
+    url = '[outputs]\nkeep = ["{token_id}.txt"]\nurl = "{root}/{stage}/{name}"\n'
+    (steps / "part.toml").write_text(
+        'name = "part"\nkind = "command"\nmax_attempts = 1\n'
+        'command = ["sh", "-c", "echo $0 > {workdir}/{token_id}.txt", "{input}"]\n'
+        '[inputs]\nkind = "none"\n' + url
+    )
+    (steps / "join.toml").write_text(
+        'name = "join"\nkind = "command"\nmax_attempts = 1\n'
+        'command = ["sh", "-c", "cat $0 > {workdir}/{token_id}.txt", "{local_inputs}"]\n'
+        '[inputs]\nkind = "file"\n' + url
+    )
+    (tmp_path / "parts.txt").write_text("a\nb\nc\n")
+    (tmp_path / "run.toml").write_text(
+        'name = "joined"\n[inputs]\nparts = "words"\n'
+        '[[stage]]\nname = "part"\nstep = "part"\nover = "parts"\n'
+        '[[stage]]\nname = "join"\nstep = "join"\nover = "part"\ngather = "all"\n'
+    )
+    gridlrt(env, "pipeline", "create", str(tmp_path / "run.toml"),
+            "-i", f"parts={tmp_path / 'parts.txt'}", "--steps-dir", str(steps))  # fmt: skip
+
+    submitted = gridlrt(env, "submit", "-b", "local", "--pipeline", "joined",
+                        "--steps-dir", str(steps), "--json")  # fmt: skip
+    assert "-n auto: 3 pilot(s) for pipeline run joined" in submitted.stderr
+    record = json.loads(submitted.stdout)
+    assert (record["step"], record["pipeline"]) == (None, "joined")
+    assert "-local-joined-" in record["id"]
+    final = wait_jobs_finished(env, record["id"], timeout=120)
+    assert set(job_states(final).values()) == {"completed"}, final
+
+    from gridlrt.config import load_settings
+    from gridlrt.tokens import open_pool
+
+    with open_pool(load_settings(pool=pool_url)) as pool:
+        tokens = {t.id: t for t in pool.tokens()}
+    assert {t.status for t in tokens.values()} == {TokenStatus.DONE}, tokens
+    assert (out / "join" / "joined.join.all.txt").read_text() == "a\nb\nc\n"
+    table = gridlrt(env, "jobs", "status").stdout
+    assert "any (pipeline joined)" in table
