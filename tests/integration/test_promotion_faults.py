@@ -62,6 +62,16 @@ def out_url(token_id: str) -> str:
     return f"file:///results/{token_id}/out.txt"
 
 
+def finished(token_id: str) -> dict[str, Any]:
+    """What a pilot finishes a token with: its output, and the upload records of the output
+    and of the payload's log (which is not an output: children do not get it)."""
+    log = f"file:///results/{token_id}/{token_id}.log"
+    return {
+        "output": [out_url(token_id)],
+        "uploads": [UploadResult(url=out_url(token_id), size=3), UploadResult(url=log)],
+    }
+
+
 def family(
     pool: TokenPool,
     prefix: str,
@@ -98,11 +108,12 @@ def claim_all(pool: TokenPool, who: PilotInfo, step: str, n: int) -> list[str]:
     return ids
 
 
-def check_promoted_once(pool: TokenPool, child: Token, parents: list[Token]) -> None:
-    """``child`` was promoted from ``parents`` (the done ones) exactly once."""
+def check_promoted_once(
+    pool: TokenPool, child: Token, parents: list[Token], inputs: list[str]
+) -> None:
+    """``child`` was promoted from ``parents`` (the done ones) exactly once, with ``inputs``."""
     done = [p for p in parents if p.status is TokenStatus.DONE]
-    expected = [u.url for p in done for u in p.uploads]
-    assert child.input == expected, (child.input, expected)
+    assert child.input == inputs, (child.input, inputs)
     assert [r.id for r in child.provenance] == [p.id for p in done]
     assert child.scrub_count == 0
     history = status_history(pool, child.id)
@@ -122,14 +133,9 @@ def dead_after_last_parent(pool: TokenPool) -> tuple[list[str], str]:
     the pool's write primitive alone, as a pilot killed right after that write leaves it."""
     parent_ids, [child_id] = family(pool, "dead", parents=2)
     first, last = claim_all(pool, DEAD, "scatter", 2)
-    pool.finish(first, DEAD.pilot, uploads=[UploadResult(url=out_url(first))])
+    pool.finish(first, DEAD.pilot, **finished(first))
     assert pool.get(child_id).status is TokenStatus.WAITING  # one parent still running
-    pool._update(
-        last,
-        lambda t: transitions.finish(
-            t, DEAD.pilot, time.time(), uploads=[UploadResult(url=out_url(last))]
-        ),
-    )
+    pool._update(last, lambda t: transitions.finish(t, DEAD.pilot, time.time(), **finished(last)))
     child = pool.get(child_id)
     assert child.status is TokenStatus.WAITING and child.lock == -1
     assert pool.get(last).settled is False and pool.get(first).settled is True
@@ -186,8 +192,9 @@ def test_a_pilot_dead_after_its_last_parent_strands_no_child(
         assert claimed is not None and claimed.id == child_id
     assert pool.claim(OTHER) is None
     child = pool.get(child_id)
-    check_promoted_once(pool, child, [pool.get(p) for p in parent_ids])
-    assert child.input == [out_url(p) for p in parent_ids]
+    check_promoted_once(
+        pool, child, [pool.get(p) for p in parent_ids], list(map(out_url, parent_ids))
+    )
     assert child.scrub_count == 0 and len(child.attempts) == 1
 
 
@@ -271,12 +278,12 @@ def test_sigkill_right_after_the_last_parent_strands_and_repeats_nothing(
     rng = random.Random(20261130)
     rounds = 10
     landed: Counter[str] = Counter()
-    families: list[tuple[list[str], list[str]]] = []
+    families: list[tuple[list[str], list[str], str]] = []  # parents, children, first parent
     for r in range(rounds):
         # the first parent was done long ago; the pilot runs the last one
         parent_ids, child_ids = family(pool, f"kill{r}", children=CHILDREN_PER_PARENT)
         [first] = claim_all(pool, DEAD, "scatter", 1)
-        pool.finish(first, DEAD.pilot, uploads=[UploadResult(url=out_url(first))])
+        pool.finish(first, DEAD.pilot, **finished(first))
         [last] = [p for p in parent_ids if p != first]
         pilot = start_pilot(pool, tmp_path, steps, f"scatter-{r}", "--step", "scatter",
                             "--idle-timeout", "60s")  # fmt: skip
@@ -288,25 +295,28 @@ def test_sigkill_right_after_the_last_parent_strands_and_repeats_nothing(
             landed["before settle" if waiting == len(child_ids) else "mid settle"] += 1
         else:
             landed["after settle"] += 1
-        families.append((parent_ids, child_ids))
+        families.append((parent_ids, child_ids, first))
     print(f"\n{type(pool).__name__}: kills landed {dict(landed)}")
     assert landed["before settle"] + landed["mid settle"] >= 1, landed  # the window was hit
 
     second = start_pilot(pool, tmp_path, steps, "gather", "--idle-timeout", "2s")
     assert second.wait(300) == 0, (tmp_path / "logs" / "gather.log").read_text()[-3000:]
 
-    all_children = [c for _, children in families for c in children]
+    all_children = [c for _, children, _ in families for c in children]
     ran = Counter(runs.read_text().split())
     stranded = [c for c in all_children if pool.get(c).status is not TokenStatus.DONE]
     twice = [c for c in all_children if ran[c] > 1 or len(pool.get(c).attempts) > 1]
     print(f"children {len(all_children)}: stranded {len(stranded)}, run twice {len(twice)}")
     assert stranded == [] and twice == []
-    for parent_ids, child_ids in families:
+    results = (tmp_path / "results").as_uri()
+    for parent_ids, child_ids, first in families:
         parents = [pool.get(p) for p in parent_ids]
         assert all(p.status is TokenStatus.DONE and p.settled is True for p in parents)
+        # the first parent's output is made up; the last one's is what the pilot uploaded
+        inputs = [out_url(p) if p == first else f"{results}/{p}/out.txt" for p in parent_ids]
         for child_id in child_ids:
             child = pool.get(child_id)
-            check_promoted_once(pool, child, parents)
+            check_promoted_once(pool, child, parents, inputs)
             seen = (tmp_path / "results" / child_id / "seen.txt").read_text().split()
             assert seen == child.input
     assert pool._unsettled_ids() == []
@@ -333,7 +343,7 @@ def finish_together(
             if i < fails:
                 pool.fail(token.id, who.pilot, "broken", retry=False)
             else:
-                pool.finish(token.id, who.pilot, uploads=[UploadResult(url=out_url(token.id))])
+                pool.finish(token.id, who.pilot, **finished(token.id))
         except BaseException as exc:
             errors.append(exc)
             barrier.abort()
@@ -384,8 +394,9 @@ def test_parents_finishing_at_the_same_moment_promote_once(
         assert history == ["waiting", expected], (r, history)
         assert all(p.settled is True for p in parents), [p.settled for p in parents]
         if expected == "todo":
-            check_promoted_once(pool, child, parents)
-            assert len(child.provenance) == 2 - fails
+            done = [p.id for p in parents if p.status is TokenStatus.DONE]
+            assert len(done) == 2 - fails
+            check_promoted_once(pool, child, parents, list(map(out_url, done)))
         else:
             assert child.provenance == [] and child.input is None
             assert "2 failed" in child.blocked_reason
