@@ -27,7 +27,15 @@ from typing import Any
 
 import pytest
 
-from gridlrt.tokens import PilotInfo, Token, TokenPool, TokenStatus, new_token, transitions
+from gridlrt.tokens import (
+    PilotInfo,
+    Token,
+    TokenPool,
+    TokenStatus,
+    dependencies,
+    new_token,
+    transitions,
+)
 from gridlrt.tokens.couchdb import CouchDBPool
 from gridlrt.tokens.model import Depends, ParentGroup, UploadResult
 from gridlrt.tokens.sqlite import SQLitePool
@@ -196,6 +204,55 @@ def test_a_pilot_dead_after_its_last_parent_strands_no_child(
         pool, child, [pool.get(p) for p in parent_ids], list(map(out_url, parent_ids))
     )
     assert child.scrub_count == 0 and len(child.attempts) == 1
+
+
+def dead_while_blocking_down_a_chain(pool: TokenPool) -> tuple[str, str, str, str]:
+    """scatter P -> C (all of P) -> G (half of C and Q). Q is done; P fails for good, and the
+    pilot dies after writing C blocked and before telling G (what ``settle_child`` writes and
+    then passes on to the grandchildren): G, whose rule still holds with Q, must run."""
+    half = Depends(groups=[ParentGroup(ids=["chain_c", "chain_q"], min_done=0.5)])
+    pool.create([new_token("chain_g", inputs=None, step="gather", depends=half)])
+    all_of_p = Depends(groups=[ParentGroup(ids=["chain_p"])])
+    chained = new_token("chain_c", inputs=None, step="gather", depends=all_of_p)
+    pool.create([chained.model_copy(update={"children": ["chain_g"]})])
+    pool.create(
+        [
+            new_token(i, inputs=f"file:///in/{i}", step="scatter").model_copy(
+                update={"children": [child]}
+            )
+            for i, child in (("chain_q", "chain_g"), ("chain_p", "chain_c"))
+        ]
+    )
+    claimed = claim_all(pool, DEAD, "scatter", 2)
+    pool.finish("chain_q", DEAD.pilot, **finished("chain_q"))
+    assert pool.get("chain_g").status is TokenStatus.WAITING  # C may still be done
+    pool._update(
+        "chain_p", lambda t: transitions.fail(t, DEAD.pilot, time.time(), message="broken")
+    )
+    parents = pool.by_id(["chain_p"])
+    pool._update("chain_c", lambda t: dependencies.settled_child(t, parents) or t)
+    assert pool.get("chain_c").status is TokenStatus.BLOCKED
+    assert pool.get("chain_g").status is TokenStatus.WAITING
+    assert pool._unsettled_ids() == ["chain_p"] and sorted(claimed) == ["chain_p", "chain_q"]
+    return "chain_p", "chain_c", "chain_q", "chain_g"
+
+
+@pytest.mark.parametrize("how", ["claim", "status", "recover"])
+def test_a_pilot_dead_while_blocking_down_a_chain_strands_no_grandchild(
+    how: str, pool: TokenPool, tmp_path: Path
+) -> None:
+    failed, blocked, done, grandchild = dead_while_blocking_down_a_chain(pool)
+
+    claimed = complete_by(how, pool, cli_env(tmp_path), "gather")
+
+    assert pool._unsettled_ids() == []
+    token = claimed or pool.get(grandchild)
+    assert token.id == grandchild and token.status is not TokenStatus.WAITING, (
+        f"{grandchild} stranded: waiting although its rule holds ({blocked} failed for good, "
+        f"{done} done, min_done 0.5)"
+    )
+    check_promoted_once(pool, pool.get(grandchild), [pool.get(done)], [out_url(done)])
+    assert pool.get(blocked).status is TokenStatus.BLOCKED and pool.get(failed).settled is True
 
 
 # --- 2. a real pilot, really SIGKILLed right after its parent is done --------------------------
