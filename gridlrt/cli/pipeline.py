@@ -62,7 +62,7 @@ StepsDirOption = Annotated[
     Path | None,
     typer.Option(
         "--steps-dir",
-        help="Your step files (<step>.toml and the files they name), as pilots will get them; "
+        help="Your step files (STEP.toml and the files they name), as pilots will get them; "
         "every stage's step is checked now against its first token.",
         show_default=False,
     ),
@@ -99,7 +99,7 @@ def create(
     """Make every token of the pipeline at once: the first stages' tokens are todo, the others
     wait for their parents and start as soon as those are done (the pool promotes them; any
     pilot takes them). Prints the plan: stages, token counts, groups. Running it twice creates
-    nothing new (ids are stable: <run>.<stage>.<subband or group>).
+    nothing new (ids are stable: RUN.STAGE.LABEL, e.g. cal-target.band.L123_SB010-019).
 
     Examples:
 

@@ -115,7 +115,7 @@ def build(
     Symlinks must stay inside DIR; devices and FIFOs are refused.
 
     For grid worker nodes without gridlrt, add --with-gridlrt: DIR holds the step configs
-    (<step>.toml and the files they name) and the sandbox also carries gridlrt itself, to be
+    (STEP.toml and the files they name) and the sandbox also carries gridlrt itself, to be
     started by jdl_templates/pilot.sh SANDBOX ID --pool URL --step STEP.
 
     Example: ID=$(gridlrt sandbox build steps/average)

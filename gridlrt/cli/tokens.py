@@ -120,7 +120,7 @@ def create(
         Path | None,
         typer.Option(
             "--steps-dir",
-            help="Directory with your <step>.toml/.yaml files (as given to `gridlrt submit`); "
+            help="Directory with your STEP.toml/.yaml files (as given to `gridlrt submit`); "
             "without it STEP must be a built-in step. The step is checked against the first "
             "new token now, so a typo or a broken template fails here, not in every pilot.",
             show_default=False,
@@ -141,7 +141,7 @@ def create(
     dry_run: DryRunOption = False,
 ) -> None:
     """Make one token per input (or per N inputs) for STEP. Token ids come from the LOFAR file
-    names (`<step>_L229507_SB100`), so running the same command twice creates nothing new.
+    names (`STEP_L229507_SB100`), so running the same command twice creates nothing new.
 
     The step is looked up as pilots will (--steps-dir, then the built-in steps) and its
     templates are filled from the first new token: an unknown step, a broken step file or an

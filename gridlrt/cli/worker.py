@@ -52,7 +52,7 @@ def run(
         Path | None,
         typer.Option(
             "--steps-dir",
-            help="Directory with <step>.toml/.yaml files (and the files they name, e.g. sky "
+            help="Directory with STEP.toml/.yaml files (and the files they name, e.g. sky "
             "models); steps not found there are the built-in ones.",
         ),
     ] = None,
