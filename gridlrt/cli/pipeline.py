@@ -293,25 +293,37 @@ def show(
     what: Annotated[
         str, typer.Argument(help="A run in the pool, or a pipeline file (nothing is read then).")
     ],
+    png: Annotated[
+        Path | None,
+        typer.Option("--png", help="Also draw the DAG into this PNG file.", show_default=False),
+    ] = None,
     pool: PoolOption = None,
 ) -> None:
     """Draw a pipeline as text: every stage in DAG order with its step, how its tokens come
     about (scatter, gather, one per token, after), priority and token count, and the stages
-    that wait for it.
+    that wait for it; --png draws it as boxes and arrows (needs gridlrt[demo]).
 
     Examples:
 
         gridlrt pipeline show cal-target.toml
 
         gridlrt pipeline show cal-target          # a run in the pool, with its token counts
+
+        gridlrt pipeline show cal-target.toml --png dag.png
     """
     path = Path(what)
+    plan: list[StagePlan] | None = None
     if path.suffix == ".toml" or path.is_file():
-        console.print(dag_text(load_pipeline(path)), highlight=False, markup=False)
-        return
-    with open_pool(settings(ctx, pool)) as opened:
-        record = pipeline_record(opened, what)
-    console.print(dag_text(record.pipeline, record.plan), highlight=False, markup=False)
+        pipeline = load_pipeline(path)
+    else:
+        with open_pool(settings(ctx, pool)) as opened:
+            record = pipeline_record(opened, what)
+        pipeline, plan = record.pipeline, record.plan
+    console.print(dag_text(pipeline, plan), highlight=False, markup=False)
+    if png is not None:
+        from gridlrt.pipelines.draw import draw_dag
+
+        console.print(f"drawn: {draw_dag(pipeline, png, plan)}")
 
 
 @pipeline_app.command("run")

@@ -246,6 +246,9 @@ def test_pipeline_mistakes_are_one_line(tmp_path: Path) -> None:
     assert missing_step.returncode == 3
     definition.write_text(PIPELINE)
     assert "cal_prep [prep]" in gridlrt(env, "pipeline", "show", str(definition)).stdout
+    png = tmp_path / "dag.png"
+    gridlrt(env, "pipeline", "show", str(definition), "--png", str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     unknown = gridlrt(env, "pipeline", "status", "nosuch", check=False)
     assert unknown.returncode != 0 and len(unknown.stderr.strip().splitlines()) == 1
 
