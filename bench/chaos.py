@@ -3,6 +3,12 @@ outage, then count what was done once, twice, or lost, and what was left behind.
 
     .venv/bin/python bench/chaos.py [--backend sqlite|couchdb|both] [--tokens 200]
         [--pilots 6] [--kills 60] [--outage 30] [--seed 1]
+        [--pipeline [--group 4] [--aimed-kills 20]]
+
+With --pipeline the tokens are a pipeline: --tokens scatter tokens, a gather token over each
+--group of them and one final token; --aimed-kills more pilots are SIGKILLed the moment their
+parent token is done, and the report adds children stranded, promoted twice and with wrong
+gathered inputs.
 
 Prints the machine, the figures per backend, and exits 1 if any count that must be zero is
 not (see tests/chaos.py for the harness, shared with tests/integration/test_chaos.py).
@@ -43,6 +49,16 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=60)
     parser.add_argument("--outage", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--pipeline", action="store_true", help="scatter -> gather by --group -> one final token"
+    )
+    parser.add_argument("--group", type=int, default=4, help="parents per gather token")
+    parser.add_argument(
+        "--aimed-kills",
+        type=int,
+        default=None,
+        help="kills the moment a parent is done (default: a third of --kills with --pipeline)",
+    )
     args = parser.parse_args()
     print(machine())
     backends = ["sqlite", "couchdb"] if args.backend == "both" else [args.backend]
@@ -59,6 +75,13 @@ def main() -> int:
                     outage=args.outage,
                     seed=args.seed,
                     timeout=1800,
+                    pipeline=args.pipeline,
+                    group=args.group,
+                    aimed_kills=(
+                        args.aimed_kills
+                        if args.aimed_kills is not None
+                        else (args.kills // 3 if args.pipeline else 0)
+                    ),
                 )
             )
         print("\n".join(report.lines()), flush=True)

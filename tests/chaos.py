@@ -17,9 +17,23 @@ Used by ``tests/integration/test_chaos.py`` (small, seeded, asserts zero) and
   ``stale_after`` s, paused during the outage and for a while after it (heartbeats are stale
   right after any outage: recovering then would take tokens from live pilots).
 
+With ``pipeline``, the tokens are a small pipeline instead of independent tokens: ``tokens``
+scatter tokens (the payload above), a gather token over each ``group`` of them, and one final
+token over every gather token, built by hand as waiting tokens that list their parents
+(``Depends``) and parents that list their children. A gather's payload lists the ``out.txt``
+URLs among its inputs in ``inputs.txt`` (checking each is there), then does what a scatter
+token does. Besides the random kills, ``aimed_kills`` times a pilot is watched while it works
+on a parent and SIGKILLed the moment the parent is done: in the window between a parent's
+finish and its children's promotion, or just after. Nothing but the pool's own users (idle
+pilots' claims, the harness's recover) completes what those pilots left undone.
+
 At the end the report counts what was done once, twice, or lost; outputs written by more than
 one attempt or incomplete; ``.part`` leftovers; processes of killed pilots still running;
-work directories left behind. Every count but ``done_once`` must be zero.
+work directories left behind; and, for a pipeline, children stranded (waiting although their
+parents decided them), promoted twice (every write of every child is kept: an audit trigger
+on SQLite, every revision on CouchDB) and with wrong gathered inputs (input, provenance or what
+the payload saw is not exactly its parents' outputs, each once). Every count but
+``done_once`` must be zero.
 """
 
 from __future__ import annotations
@@ -42,8 +56,9 @@ from urllib.parse import quote
 
 import requests
 
-from gridlrt.tokens import Token, TokenPool, TokenStatus, new_token
+from gridlrt.tokens import Token, TokenPool, TokenStatus, dependencies, new_token
 from gridlrt.tokens.couchdb import CouchDBPool
+from gridlrt.tokens.model import ACTIVE, FINISHED, Depends, ParentGroup
 from gridlrt.tokens.sqlite import SQLitePool
 
 GRIDLRT = str(Path(sys.executable).with_name("gridlrt"))
@@ -58,6 +73,19 @@ STEP = (
     '[inputs]\nkind = "none"\n[outputs]\nkeep = ["out.txt", "big.bin"]\n'
     'url = "{root}/{token_id}/{name}"\n'
 )
+# a gather: every out.txt among its inputs (its parents' outputs) must be there; it lists them
+GATHER_PAYLOAD = (
+    'mark=$(basename "$PWD"); for u in {inputs}; do case $u in *out.txt) '
+    'p=${{u#file://}}; [ -s "$p" ] || exit 3; echo "$mark $u" >> inputs.txt;; esac; done; '
+    + PAYLOAD
+)
+GATHER_STEP = (
+    'name = "chaos-gather"\nkind = "command"\nmax_attempts = 3\n'
+    f'command = ["sh", "-c", {json.dumps(GATHER_PAYLOAD)}]\n'
+    '[inputs]\nkind = "none"\n[outputs]\nkeep = ["out.txt", "big.bin", "inputs.txt"]\n'
+    'url = "{root}/{token_id}/{name}"\n'
+)
+KEEP = {"chaos": ["out.txt", "big.bin"], "chaos-gather": ["out.txt", "big.bin", "inputs.txt"]}
 
 
 @dataclass
@@ -73,6 +101,10 @@ class ChaosConfig:
     heartbeat: float = 1.0
     seed: int = 12
     timeout: float = 600.0
+    pipeline: bool = False  # tokens scatter tokens -> a gather per group -> one final token
+    group: int = 4
+    aimed_kills: int = 0  # kills of a pilot the moment its parent token is done
+    quiet: float = 20.0  # pipeline: end when nothing was todo or active for this long
 
 
 @dataclass
@@ -96,13 +128,22 @@ class ChaosReport:
     stray_processes: int = 0
     workdirs_left: int = 0
     pilots_started: int = 0
+    # a pipeline run
+    pipeline: bool = False
+    children: int = 0  # tokens with parents
+    promotions: int = 0
+    aimed: int = 0  # aimed kills: the moment a parent was done
+    aimed_before_settle: int = 0  # ... of which landed before its children were all told
+    stranded: int = 0
+    promoted_twice: int = 0
+    gathered_wrong: int = 0
 
     @property
     def failures(self) -> dict[str, int]:
         """Every count that must be zero, by name."""
         names = (
             "done_twice lost in_error mixed_outputs incomplete_outputs part_files "
-            "stray_processes workdirs_left"
+            "stray_processes workdirs_left stranded promoted_twice gathered_wrong"
         )
         return {n: getattr(self, n) for n in names.split() if getattr(self, n)}
 
@@ -118,7 +159,17 @@ class ChaosReport:
             f"  outputs mixed {self.mixed_outputs}, incomplete {self.incomplete_outputs}; "
             f".part files {self.part_files}; stray processes {self.stray_processes}; "
             f"work directories left {self.workdirs_left}",
-        ]
+        ] + (
+            [
+                f"  pipeline: {self.children} children, {self.promotions} promotions; kills "
+                f"aimed at a parent just done {self.aimed} ({self.aimed_before_settle} before "
+                "its children were told)",
+                f"  children stranded {self.stranded}, promoted twice {self.promoted_twice}, "
+                f"gathered inputs wrong {self.gathered_wrong}",
+            ]
+            if self.pipeline
+            else []
+        )
 
 
 class _Pool:
@@ -139,6 +190,12 @@ class _Pool:
             self.url = self.server.new_database("chaos")
             self.pool = CouchDBPool(self.url, patience=600)
         self.pool.init()
+
+    def twin(self) -> TokenPool:
+        """Another pool object on the same storage (for another thread of the harness)."""
+        if self.server is None:
+            return SQLitePool(self.config.workdir / "pool.sqlite", busy_timeout=600)
+        return CouchDBPool(self.url, patience=600)
 
     def stop(self) -> None:
         if self.server is not None:
@@ -226,12 +283,50 @@ def promotions(history: list[str]) -> int:
 
 def _phase(pool: TokenPool, pilot_name: str) -> str:
     """What a pilot (by its --workdir-independent log name) is doing: the status of a token it
-    holds, or 'claiming' when it holds none."""
+    holds; 'settling' when it holds none but finished a parent whose children are not all
+    told yet; else 'claiming'."""
+    settling = False
     for token in pool.tokens():
         attempt = token.current_attempt
-        if token.status.picas == "locked" and attempt and attempt.job_id == pilot_name:
+        if attempt is None or attempt.job_id != pilot_name:
+            continue
+        if token.status.picas == "locked":
             return token.status.value
-    return "claiming"
+        settling = settling or (token.status in FINISHED and token.settled is False)
+    return "settling" if settling else "claiming"
+
+
+def _holder(token: Token) -> str | None:
+    """The pilot (by its log name, GRIDLRT_JOB_ID) of the token's last attempt."""
+    attempt = token.current_attempt
+    return attempt.job_id if attempt is not None else None
+
+
+# --- a pipeline: scatter -> gather by group -> final ---------------------------------------------
+
+
+def pipeline_tokens(scatter: int, group: int) -> list[list[Token]]:
+    """``scatter`` tokens of the chaos step, a gather token (step chaos-gather) over each
+    ``group`` of them, and one final token over all gather tokens; in three batches to create
+    in order, children first (a parent never finishes before its children exist)."""
+    ids = [f"chaos_{i:04d}" for i in range(scatter)]
+    groups = [ids[i : i + group] for i in range(0, scatter, group)]
+    gathers = [f"gather_{g:03d}" for g in range(len(groups))]
+
+    def waiting(token_id: str, parents: list[str], children: list[str]) -> Token:
+        rule = Depends(groups=[ParentGroup(name="input", ids=parents)])
+        token = new_token(token_id, inputs=None, step="chaos-gather", depends=rule)
+        return token.model_copy(update={"children": children})
+
+    child_of = {i: gather for gather, members in zip(gathers, groups, strict=True) for i in members}
+    return [
+        [waiting("final", gathers, [])],
+        [waiting(g, members, ["final"]) for g, members in zip(gathers, groups, strict=True)],
+        [
+            new_token(i, inputs="none", step="chaos").model_copy(update={"children": [child_of[i]]})
+            for i in ids
+        ],
+    ]
 
 
 def run_chaos(config: ChaosConfig) -> ChaosReport:
@@ -244,14 +339,23 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
     scratch = config.workdir / "scratch"
     logs = config.workdir / "logs"
     logs.mkdir(exist_ok=True)
-    report = ChaosReport(backend=config.backend, tokens=config.tokens)
+    report = ChaosReport(backend=config.backend, tokens=config.tokens, pipeline=config.pipeline)
     target = _Pool(config)
     pool = target.pool
-    pool.create(
-        [new_token(f"chaos_{i:04d}", inputs="none", step="chaos") for i in range(config.tokens)]
-    )
+    if config.pipeline:
+        (steps / "chaos-gather.toml").write_text(GATHER_STEP)
+        record_history(pool)
+        batches = pipeline_tokens(config.tokens, config.group)
+        for batch in batches:
+            pool.create(batch)
+        report.tokens = sum(len(batch) for batch in batches)
+    else:
+        pool.create(
+            [new_token(f"chaos_{i:04d}", inputs="none", step="chaos") for i in range(config.tokens)]
+        )
     started = time.monotonic()
     running: dict[str, subprocess.Popen[bytes]] = {}
+    procs = threading.Lock()  # running, killed and the kill counts: the aiming thread's too
     killed: list[int] = []
     stop_recover = threading.Event()
     recover_paused_until = [0.0]
@@ -267,6 +371,8 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
                     "--heartbeat", f"{config.heartbeat}s", "--idle-timeout", "3s",
                     "--pool-patience", "10m", "--workdir", str(scratch),
                     "--output-root", results.as_uri(),
+                    # a pipeline's idle pilots wait for promotions: look often
+                    *(["--poll-interval", "1s"] if config.pipeline else []),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -282,7 +388,66 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
 
     def todo_left() -> bool:
         counts = pool.overview().by_status()
-        return counts[TokenStatus.DONE.value] + counts[TokenStatus.ERROR.value] < config.tokens
+        return counts[TokenStatus.DONE.value] + counts[TokenStatus.ERROR.value] < report.tokens
+
+    def quiet() -> bool:
+        """Nothing todo or at work (only finished tokens and, if any, waiting ones)."""
+        counts = pool.overview().by_status()
+        return not any(counts[s.value] for s in (TokenStatus.TODO, *ACTIVE))
+
+    def kill(name: str, phase: str) -> bool:
+        """SIGKILL pilot ``name`` if it still runs (callers hold ``procs``)."""
+        proc = running.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return False
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        killed.append(proc.pid)
+        report.kills += 1
+        report.kills_by_phase[phase] = report.kills_by_phase.get(phase, 0) + 1
+        return True
+
+    def aim_loop() -> None:
+        """Now and then watch a pilot that works on a parent token, and SIGKILL it the moment
+        the parent is done: between its finish and its children's promotion, or just after."""
+        aim = random.Random(config.seed + 1)
+        watcher = target.twin()
+        try:
+            while report.aimed < config.aimed_kills and not stop_aiming.wait(aim.uniform(0.5, 2)):
+                if pool_down.is_set():
+                    continue
+                with procs:
+                    names = set(running)
+                held = sorted(
+                    (t.current_attempt.job_id, t.id)
+                    for t in watcher.tokens()
+                    if t.status in ACTIVE and t.children and t.current_attempt is not None
+                    and t.current_attempt.job_id in names
+                )  # fmt: skip
+                if not held:
+                    continue
+                name, token_id = aim.choice(held)
+                deadline = time.monotonic() + 30
+                token = watcher.get(token_id)
+                while (
+                    token.status in ACTIVE
+                    and _holder(token) == name
+                    and not pool_down.is_set()
+                    and time.monotonic() < deadline
+                ):
+                    token = watcher.get(token_id)
+                if token.status is not TokenStatus.DONE or _holder(token) != name:
+                    continue  # released, lost or failed meanwhile
+                if pool_down.is_set():
+                    continue  # not "the moment" it was done: the pool went away meanwhile
+                with procs:
+                    if not kill(name, "parent done"):
+                        continue
+                    report.aimed += 1
+                if watcher.get(token_id).settled is False:
+                    report.aimed_before_settle += 1
+        finally:
+            watcher.close()
 
     def take_pool_away() -> None:
         """The outage, in its own thread: kills go on meanwhile."""
@@ -299,45 +464,59 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
     outage: threading.Thread | None = None
     recoverer = threading.Thread(target=recover_loop, daemon=True)
     recoverer.start()
+    stop_aiming = threading.Event()
+    aimer = threading.Thread(target=aim_loop, daemon=True)
+    if config.aimed_kills:
+        aimer.start()
     outage_at = started + 3.0
     next_kill = started + 1.0
+    quiet_since: float | None = None
     try:
-        for _ in range(config.pilots):
-            start_pilot()
+        with procs:
+            for _ in range(config.pilots):
+                start_pilot()
         while time.monotonic() - started < config.timeout:
             now = time.monotonic()
             if outage is None and now >= outage_at:
                 outage = threading.Thread(target=take_pool_away, daemon=True)
                 outage.start()
-            if report.kills < config.kills and now >= next_kill and running:
-                name = rng.choice(sorted(running))
+            if report.kills - report.aimed < config.kills and now >= next_kill and running:
+                with procs:
+                    name = rng.choice(sorted(running))
                 phase = "pool down" if pool_down.is_set() else _phase(pool, name)
-                proc = running.pop(name)
-                if proc.poll() is None:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                    killed.append(proc.pid)
-                    report.kills += 1
-                    report.kills_by_phase[phase] = report.kills_by_phase.get(phase, 0) + 1
+                with procs:
+                    kill(name, phase)
                 # fewer kills while the pool is away: most should hit pilots at work
                 spacing = 4.0 if pool_down.is_set() else 1.0
                 next_kill = now + spacing * rng.uniform(0.3, 2 * config.kill_every)
-            for name, proc in list(running.items()):
-                if proc.poll() is not None:
-                    running.pop(name)
+            with procs:
+                for name, proc in list(running.items()):
+                    if proc.poll() is not None:
+                        running.pop(name)
             more = pool_down.is_set() or todo_left()  # pilots also start during the outage
             if not more and not running and report.outages:
                 break
-            while more and len(running) < config.pilots:
-                start_pilot()
+            if config.pipeline and report.outages and not pool_down.is_set():
+                # children nobody promotes would wait for ever: end, and count them stranded
+                quiet_since = (quiet_since or now) if more and quiet() else None
+                if quiet_since is not None and now - quiet_since > config.quiet:
+                    break
+            with procs:
+                while more and len(running) < config.pilots:
+                    start_pilot()
             time.sleep(0.1)
         else:
             raise AssertionError(f"chaos run did not end within {config.timeout:.0f} s")
+        stop_aiming.set()
+        if aimer.is_alive():
+            aimer.join(60)
         # one last pilot: it finds nothing to do, and cleans what killed pilots left here
-        start_pilot()
+        with procs:
+            start_pilot()
         for proc in running.values():
             proc.wait(120)
     finally:
+        stop_aiming.set()
         stop_recover.set()
         recoverer.join(10)
         for proc in running.values():
@@ -353,7 +532,8 @@ def _judge(
     report: ChaosReport, pool: TokenPool, results: Path, scratch: Path, killed: list[int]
 ) -> None:
     statuses: Counter[str] = Counter()
-    for token in pool.tokens():
+    everything = list(pool.tokens())
+    for token in everything:
         statuses[token.status.value] += 1
         report.attempts += len(token.attempts)
         done_attempts = [a for a in token.attempts if a.outcome == "done"]
@@ -376,10 +556,59 @@ def _judge(
                 report.incomplete_outputs += 1
     report.lost += report.tokens - sum(statuses.values())
     report.lost += sum(n for s, n in statuses.items() if s not in ("done", "error"))
+    if report.pipeline:
+        _judge_children(report, pool, {t.id: t for t in everything}, results)
     report.part_files = sum(1 for p in results.rglob("*") if ".part" in p.name)
     report.stray_processes = _strays(scratch, killed)
     if scratch.exists():
         report.workdirs_left = sum(1 for p in scratch.iterdir() if p.is_dir())
+
+
+def _judge_children(
+    report: ChaosReport, pool: TokenPool, tokens: dict[str, Token], results: Path
+) -> None:
+    """Per token with parents: promoted how many times (every write of it, from the pool's
+    storage), stranded (waiting or blocked although settling it now would change it), and,
+    once done, whether it gathered exactly its parents' outputs, each once."""
+    for child in tokens.values():
+        if child.depends is None:
+            continue
+        report.children += 1
+        promoted = promotions(status_history(pool, child.id))
+        report.promotions += promoted
+        report.promoted_twice += promoted > 1
+        parents: dict[str, Token | None] = {i: tokens.get(i) for i in child.depends.parent_ids}
+        if dependencies.settled_child(child, parents) is not None:
+            report.stranded += 1
+        if child.status is TokenStatus.DONE and not _gathered_right(child, parents, results):
+            report.gathered_wrong += 1
+
+
+def _gathered_right(child: Token, parents: dict[str, Token | None], results: Path) -> bool:
+    """The child's input, provenance and what its payload saw (``inputs.txt``, written by the
+    attempt that finished it) are its parents' outputs (what their step keeps, at the step's
+    URLs) in the group's order, each once."""
+    assert child.depends is not None
+    ids = child.depends.parent_ids
+    found = [parents[i] for i in ids]
+    if any(p is None or p.status is not TokenStatus.DONE for p in found):
+        return False
+    outputs = [
+        f"{results.as_uri()}/{p.id}/{name}" for p in found if p is not None for name in KEEP[p.step]
+    ]
+    if child.input != outputs or [r.id for r in child.provenance] != ids:
+        return False
+    seen = results / child.id / "inputs.txt"
+    if not seen.is_file():
+        return False
+    lines = [line.split() for line in seen.read_text().splitlines()]
+    attempt = [a for a in child.attempts if a.outcome == "done"][-1]
+    wanted = [u for u in outputs if u.endswith("/out.txt")]
+    return (
+        {mark for mark, _ in lines} == {f"{child.id}.{attempt.id}"}
+        and [url for _, url in lines] == wanted
+        and [url.rsplit("/", 2)[-2] for url in wanted] == ids
+    )
 
 
 def _strays(scratch: Path, killed: list[int]) -> int:

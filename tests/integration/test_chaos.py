@@ -2,7 +2,9 @@
 while 20 of them are SIGKILLed at random moments and the pool goes away for 20 s; then every
 token is done exactly once, every output was written by exactly one attempt and is complete,
 and nothing is left behind (no .part file, no process of a killed pilot, no work directory).
-bench/chaos.py runs the same harness (tests/chaos.py) at a larger size."""
+The same with a small pipeline (scatter -> gather -> final): no child stranded, promoted twice
+or given the wrong inputs. bench/chaos.py runs the same harness (tests/chaos.py) at a larger
+size (--pipeline for the pipeline)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gridlrt.tokens import TokenStatus, new_token
+from gridlrt.tokens import new_token
 from gridlrt.tokens.sqlite import SQLitePool
 from gridlrt.worker.workdirs import OWNER_FILE
 from tests.chaos import STEP, ChaosConfig, run_chaos
@@ -32,13 +34,39 @@ def test_kills_and_an_outage_lose_nothing_and_run_nothing_twice(
     assert report.done_once == report.tokens
 
 
-# A pilot removes its attempt's work directory after the token (shutil.rmtree, in the order
-# the file system lists it), then a starting pilot removes what dead pilots left: directories
-# whose owner file names a process that is gone. Run as `gridlrt worker run`, with an audit
-# hook that SIGKILLs the pilot at the first removal after the owner file's (a file, or the
-# directory itself), i.e. a kill that lands in its cleanup once the owner file is gone.
-KILLED_IN_CLEANUP = f"""
-import os, signal, sys
+@pytest.mark.parametrize("backend", ["sqlite", "couchdb"])
+def test_a_pipeline_under_kills_and_an_outage_strands_nothing_and_promotes_once(
+    backend: str, tmp_path: Path
+) -> None:
+    """40 scatter tokens -> 10 gathers of 4 -> 1 final token, 4 pilots, 20 random SIGKILLs, 8
+    more aimed at a pilot the moment its parent token is done (before or just after it tells
+    the children), a 20 s pool outage: every token done once, every child promoted exactly
+    once (from the pool's own record of every write), none stranded, each gathered exactly its
+    parents' outputs, once, in order (its input, its provenance, and what its payload saw)."""
+    config = ChaosConfig(
+        backend=backend, workdir=tmp_path, tokens=40, pipeline=True, aimed_kills=8, seed=20261201
+    )
+    report = run_chaos(config)
+    print("\n".join(report.lines()))
+    assert report.tokens == 51 and report.children == 11
+    assert report.kills >= 20 and report.aimed >= 4 and report.outages == 1
+    assert report.failures == {}, "\n".join(report.lines())
+    assert report.done_once == report.tokens and report.promotions == report.children
+
+
+# A pilot makes a work directory per attempt (mkdir, then the owner file naming its pid) and
+# removes it after the token (shutil.rmtree, in the order the file system lists it); a starting
+# pilot removes what dead pilots left: directories whose owner file names a process that is
+# gone. These run `gridlrt worker run` with an audit hook that SIGKILLs the pilot at one moment:
+# "made" as it is about to write the owner file into the new directory; "cleanup" at the first
+# removal after the owner file's (a file, or the directory itself).
+KILL_HOOKS = {
+    "made": f"""
+def hook(event, args):
+    if event == "open" and str(args[0]).endswith({OWNER_FILE!r}) and "w" in str(args[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+""",
+    "cleanup": f"""
 owner_gone = False
 def hook(event, args):
     global owner_gone
@@ -46,6 +74,11 @@ def hook(event, args):
         os.kill(os.getpid(), signal.SIGKILL)
     if event == "os.remove" and str(args[0]).endswith({OWNER_FILE!r}):
         owner_gone = True
+""",
+}
+KILLED_PILOT = """
+import os, signal, sys
+{hook}
 sys.addaudithook(hook)
 from gridlrt.cli import main
 sys.argv = ["gridlrt", *sys.argv[1:]]
@@ -53,8 +86,9 @@ main()
 """
 
 
-def test_a_pilot_killed_while_removing_its_work_directory_leaves_none_behind(
-    tmp_path: Path,
+@pytest.mark.parametrize(("moment", "token_status"), [("made", "locked"), ("cleanup", "done")])
+def test_a_pilot_killed_around_its_work_directory_leaves_none_behind(
+    moment: str, token_status: str, tmp_path: Path
 ) -> None:
     pool_url = f"sqlite:///{tmp_path / 'pool.sqlite'}"
     pool = SQLitePool(tmp_path / "pool.sqlite")
@@ -68,9 +102,10 @@ def test_a_pilot_killed_while_removing_its_work_directory_leaves_none_behind(
         "worker", "run", "--pool", pool_url, "--steps-dir", str(steps), "--idle-timeout", "0s",
         "--workdir", str(scratch), "--output-root", (tmp_path / "results").as_uri(),
     ]  # fmt: skip
-    killed = subprocess.run([sys.executable, "-c", KILLED_IN_CLEANUP, *args], check=False)
+    code = KILLED_PILOT.format(hook=KILL_HOOKS[moment])
+    killed = subprocess.run([sys.executable, "-c", code, *args], check=False)
     assert killed.returncode == -signal.SIGKILL
-    assert pool.get("tidy_1").status is TokenStatus.DONE  # the cleanup comes after the token
+    assert pool.get("tidy_1").status.value == token_status
 
     gridlrt(cli_env(tmp_path), *args)  # the next pilot on the node cleans what the dead one left
     left = {p.name: sorted(f.name for f in p.iterdir()) for p in scratch.iterdir() if p.is_dir()}
