@@ -413,7 +413,7 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
         aim = random.Random(config.seed + 1)
         watcher = target.twin()
         try:
-            while report.aimed < config.aimed_kills and not stop_aiming.wait(aim.uniform(0.5, 2)):
+            while report.aimed < config.aimed_kills and not stop_aiming.wait(aim.uniform(0.2, 1)):
                 if pool_down.is_set():
                     continue
                 with procs:

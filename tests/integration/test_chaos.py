@@ -48,10 +48,10 @@ def test_a_pipeline_under_kills_and_an_outage_strands_nothing_and_promotes_once(
     )
     report = run_chaos(config)
     print("\n".join(report.lines()))
-    assert report.tokens == 51 and report.children == 11
-    assert report.kills >= 20 and report.aimed >= 4 and report.outages == 1
     assert report.failures == {}, "\n".join(report.lines())
+    assert report.tokens == 51 and report.children == 11
     assert report.done_once == report.tokens and report.promotions == report.children
+    assert report.kills >= 20 and report.aimed >= 4 and report.outages == 1
 
 
 # A pilot makes a work directory per attempt (mkdir, then the owner file naming its pid) and
