@@ -59,7 +59,7 @@ from gridlrt.worker.environment import payload_environment
 from gridlrt.worker.payload import log_tail, run_payload
 from gridlrt.worker.plan import TokenPlan, plan_token
 from gridlrt.worker.steps import StepConfig
-from gridlrt.worker.workdirs import attempt_dir, clean_dead
+from gridlrt.worker.workdirs import attempt_dir, clean_dead, remove_workdir
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +353,7 @@ class Pilot:
             self.summary.processed += 1
             self.summary.token_seconds.append(time.monotonic() - started)
             if not self.options.keep_workdirs:
-                shutil.rmtree(workdir, ignore_errors=True)
+                remove_workdir(workdir)
 
     def _timed(self, action: Callable[[], object]) -> float:
         t0 = time.monotonic()
