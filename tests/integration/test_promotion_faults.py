@@ -63,7 +63,11 @@ def twin(pool: TokenPool) -> TokenPool:
 
 
 def pool_url(pool: TokenPool) -> str:
-    return pool.url if isinstance(pool, SQLitePool) else pool.db_url  # type: ignore[attr-defined]
+    """The URL a command or a pilot process opens the pool with."""
+    if isinstance(pool, SQLitePool):
+        return pool.url
+    assert isinstance(pool, CouchDBPool)
+    return pool.db_url
 
 
 def out_url(token_id: str) -> str:
@@ -127,10 +131,6 @@ def check_promoted_once(
     history = status_history(pool, child.id)
     assert promotions(history) == 1, history
     assert history[:2] == ["waiting", "todo"], history
-
-
-def comparable(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k not in ("_rev",)}
 
 
 # --- 1. the pool exactly as a SIGKILL between finish and settle leaves it ---------------------
