@@ -127,6 +127,7 @@ def promote(child: Token, parents: Parents) -> Token:
     new.lock = 0
     new.status = TokenStatus.TODO
     new.blocked_reason = ""
+    new.settled = None  # its children wait for it to finish, nothing to tell them yet
     new.input = inputs if gathered or isinstance(own, list) else own
     new.extra_inputs = extra
     new.provenance = provenance
@@ -157,4 +158,9 @@ def settled_child(child: Token, parents: Parents) -> Token | None:
     wanted = TokenStatus.BLOCKED if reason else TokenStatus.WAITING
     if child.status is wanted and child.blocked_reason == reason:
         return None
-    return transitions.to_waiting(child, reason)
+    new = transitions.to_waiting(child, reason)
+    if new.children and new.status is not child.status:
+        # blocked (or no longer): its own children must hear of it, even if whoever writes
+        # this dies right after; like a finished parent, it is unsettled until they have
+        new.settled = False
+    return new

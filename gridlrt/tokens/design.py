@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from gridlrt.tokens.model import Token
 
 DESIGN_ID = "_design/Monitor"
-DESIGN_VERSION = 3
+DESIGN_VERSION = 4
 
 _PICAS_VIEW = """function(doc) {
    if(doc.type == "token") {
@@ -258,10 +258,11 @@ GRIDLRT_VIEWS: dict[str, dict[str, str]] = {
             "    emit(bad ? 0 : Math.max(Number(doc.heartbeat || 0), lock), null);\n  }"
         )
     },
-    # finished tokens whose children were not yet told (a pilot died in between): usually none
+    # tokens whose children were not yet told that they finished, or were blocked or
+    # unblocked (a pilot died in between): usually none
     "gridlrt_unsettled": {
         "map": _gridlrt_view(
-            "  if (!bad && (s == 'done' || s == 'error') && doc.settled === false\n"
+            "  if (!bad && doc.settled === false\n"
             "      && Array.isArray(doc.children) && doc.children.length) {\n"
             "    emit(doc._id, null);\n  }"
         )

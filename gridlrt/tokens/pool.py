@@ -32,7 +32,6 @@ from gridlrt.errors import GridlrtError, InputError, MalformedToken, TokenNotFou
 from gridlrt.tokens import dependencies, transitions
 from gridlrt.tokens.model import (
     ACTIVE,
-    FINISHED,
     PENDING,
     PilotInfo,
     Token,
@@ -178,7 +177,8 @@ class TokenPool(ABC):
 
     @abstractmethod
     def _unsettled_ids(self) -> list[str]:
-        """Ids of finished tokens with ``settled`` false: their children are yet to be told."""
+        """Ids of tokens with children and ``settled`` false (finished, or just blocked or
+        unblocked): their children are yet to be told."""
 
     @abstractmethod
     def stage_counts(self) -> dict[tuple[str, str], dict[str, int]]:
@@ -338,11 +338,10 @@ class TokenPool(ABC):
         except (_Unchanged, TokenNotFound, MalformedToken):
             return False
         log.info("token %s is %s (settled from its parents)", child_id, new.status.value)
-        if TokenStatus.BLOCKED in (child.status, new.status):
+        if new.settled is False:
             # blocked, or no longer: its own children (which count a blocked parent as failed
-            # for good) must hear of it too
-            for grandchild in new.children:
-                self.settle_child(grandchild)
+            # for good) must hear of it too; until they have, it stays in the unsettled view
+            self.settle(new)
         return True
 
     def settle(self, token: Token | str) -> int:
@@ -358,7 +357,7 @@ class TokenPool(ABC):
         if token.settled is False:
 
             def mark(current: Token) -> Token:
-                if current.status not in FINISHED or current.settled is not False:
+                if current.settled is not False:
                     raise _Unchanged
                 return current.model_copy(update={"settled": True})
 

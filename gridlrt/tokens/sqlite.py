@@ -64,8 +64,9 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 CREATE INDEX IF NOT EXISTS tokens_claim ON tokens (status, step, priority DESC, created, id);
 CREATE INDEX IF NOT EXISTS tokens_heartbeat ON tokens (status, heartbeat);
-CREATE INDEX IF NOT EXISTS tokens_unsettled ON tokens (id)
-    WHERE status IN ('done', 'error') AND json_extract(doc, '$.settled') = 0;
+DROP INDEX IF EXISTS tokens_unsettled;
+CREATE INDEX IF NOT EXISTS tokens_to_settle ON tokens (id)
+    WHERE json_extract(doc, '$.settled') = 0;
 CREATE TABLE IF NOT EXISTS attachments (
     token_id     TEXT NOT NULL,
     name         TEXT NOT NULL,
@@ -304,8 +305,7 @@ class SQLitePool(TokenPool):
 
     def _unsettled_ids(self) -> list[str]:
         rows = self._db.execute(
-            "SELECT id FROM tokens WHERE status IN ('done', 'error') "
-            "AND json_extract(doc, '$.settled') = 0 ORDER BY id"
+            "SELECT id FROM tokens WHERE json_extract(doc, '$.settled') = 0 ORDER BY id"
         )
         return [r[0] for r in rows]
 

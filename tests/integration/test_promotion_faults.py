@@ -233,7 +233,9 @@ def dead_while_blocking_down_a_chain(pool: TokenPool) -> tuple[str, str, str, st
     pool._update("chain_c", lambda t: dependencies.settled_child(t, parents) or t)
     assert pool.get("chain_c").status is TokenStatus.BLOCKED
     assert pool.get("chain_g").status is TokenStatus.WAITING
-    assert pool._unsettled_ids() == ["chain_p"] and sorted(claimed) == ["chain_p", "chain_q"]
+    # the blocked C owes G the news as much as the failed P owes it to C: both are unsettled
+    assert sorted(pool._unsettled_ids()) == ["chain_c", "chain_p"]
+    assert sorted(claimed) == ["chain_p", "chain_q"]
     return "chain_p", "chain_c", "chain_q", "chain_g"
 
 
