@@ -495,3 +495,8 @@ def archive(
             f"archived {result.tokens} token(s) and {result.attachments} attachment(s) "
             f"to {result.file}; removed them from the pool"
         )
+    if result.kept:
+        console.print(
+            f"kept {len(result.kept)} token(s) whose pipeline children still wait for them "
+            f"(e.g. {result.kept[0]}); archive them once those have started"
+        )

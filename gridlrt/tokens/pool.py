@@ -79,6 +79,7 @@ class ArchiveResult(BaseModel):
     file: Path | None
     tokens: int
     attachments: int
+    kept: list[str] = []  # parents left in the pool: children still wait for their outputs
 
 
 @dataclass
@@ -619,17 +620,25 @@ class TokenPool(ABC):
         self, directory: Path, status: TokenStatus = TokenStatus.DONE, step: str | None = None
     ) -> ArchiveResult:
         """Export tokens (JSON lines) and their attachments under ``directory``, fsync, then
-        delete them from the pool. Nothing is deleted unless it was written first."""
+        delete them from the pool. Nothing is deleted unless it was written first. A token
+        whose children still wait for it (waiting or blocked) stays: they need its outputs."""
         directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         target = directory / f"tokens-{status.value}-{stamp}.jsonl"
         ids: list[str] = []
+        kept: list[str] = []
         n_attachments = 0
         with tempfile.NamedTemporaryFile(
             "w", dir=directory, prefix=".partial-", suffix=".jsonl", delete=False
         ) as out:
             try:
                 for token in self.tokens(status, step):
+                    if token.children and any(
+                        child is not None and child.status in PENDING
+                        for child in self.by_id(token.children).values()
+                    ):
+                        kept.append(token.id)
+                        continue
                     out.write(json.dumps(token.to_doc(), sort_keys=True) + "\n")
                     for name in self.attachment_names(token.id):
                         path = directory / "attachments" / token.id / name
@@ -644,10 +653,10 @@ class TokenPool(ABC):
                 raise
         if not ids:
             Path(out.name).unlink()
-            return ArchiveResult(file=None, tokens=0, attachments=0)
+            return ArchiveResult(file=None, tokens=0, attachments=0, kept=kept)
         Path(out.name).rename(target)
         self.delete(ids)
-        return ArchiveResult(file=target, tokens=len(ids), attachments=n_attachments)
+        return ArchiveResult(file=target, tokens=len(ids), attachments=n_attachments, kept=kept)
 
 
 class _Unchanged(Exception):

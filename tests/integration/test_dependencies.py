@@ -3,6 +3,8 @@ reset with and without --cascade, and pilots that wait for the next stage."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gridlrt.errors import InputError
@@ -90,3 +92,28 @@ def test_pilots_wait_while_parents_are_being_worked_on(pool: TokenPool) -> None:
     assert pool.work_may_appear()  # a runs, b waits for it
     pool.finish("a", WHO.pilot)
     assert not pool.work_may_appear()  # b is todo now
+
+
+def test_archive_keeps_parents_their_children_still_wait_for(
+    pool: TokenPool, tmp_path: Path
+) -> None:
+    pool.create(
+        [
+            new_token(
+                "gather",
+                inputs=None,
+                depends=Depends(groups=[ParentGroup(ids=["p1", "p2"])]),
+            ),
+            *(
+                new_token(i, inputs=f"file:///in/{i}", fields={"children": ["gather"]})
+                for i in ("p1", "p2")
+            ),
+        ]
+    )
+    run(pool, "p1")
+    archived = pool.archive(tmp_path / "archive")
+    assert archived.tokens == 0 and archived.kept == ["p1"]  # gather still needs p1's output
+    run(pool, "p2")  # gather is promoted: it has its inputs now
+    archived = pool.archive(tmp_path / "archive")
+    assert archived.tokens == 2 and archived.kept == []
+    assert pool.get("gather").input == ["file:///out/p1.tar", "file:///out/p2.tar"]
