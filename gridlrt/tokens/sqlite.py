@@ -42,6 +42,10 @@ _SUSPECT = (
     f"ELSE {design.sql_misfit('doc')} END"
 )
 
+# Tokens whose children are yet to be told (``settled`` false); a row that holds no valid
+# JSON (reported as malformed elsewhere) must not make the expression, or a write, fail.
+UNSETTLED = "(CASE WHEN json_valid(doc) THEN json_extract(doc, '$.settled') END) = 0"
+
 # Side records (job records, ...); also created on first use in pools made before they existed.
 RECORDS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -52,7 +56,7 @@ CREATE TABLE IF NOT EXISTS records (
 );
 """
 SCHEMA = (
-    """
+    f"""
 CREATE TABLE IF NOT EXISTS tokens (
     id        TEXT PRIMARY KEY,
     status    TEXT NOT NULL,
@@ -65,8 +69,8 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE INDEX IF NOT EXISTS tokens_claim ON tokens (status, step, priority DESC, created, id);
 CREATE INDEX IF NOT EXISTS tokens_heartbeat ON tokens (status, heartbeat);
 DROP INDEX IF EXISTS tokens_unsettled;
-CREATE INDEX IF NOT EXISTS tokens_to_settle ON tokens (id)
-    WHERE json_extract(doc, '$.settled') = 0;
+DROP INDEX IF EXISTS tokens_to_settle;
+CREATE INDEX IF NOT EXISTS tokens_settle ON tokens (id) WHERE {UNSETTLED};
 CREATE TABLE IF NOT EXISTS attachments (
     token_id     TEXT NOT NULL,
     name         TEXT NOT NULL,
@@ -305,7 +309,7 @@ class SQLitePool(TokenPool):
 
     def _unsettled_ids(self) -> list[str]:
         rows = self._db.execute(
-            "SELECT id FROM tokens WHERE json_extract(doc, '$.settled') = 0 ORDER BY id"
+            f"SELECT id FROM tokens WHERE {UNSETTLED} ORDER BY id"
         )
         return [r[0] for r in rows]
 
