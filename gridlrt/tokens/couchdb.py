@@ -399,6 +399,19 @@ class CouchDBPool(TokenPool):
     def _stale_ids(self, before: float) -> list[str]:
         return [r["id"] for r in self._view("gridlrt_heartbeat", endkey=before)]
 
+    def _promoted(self) -> None:
+        self._pending.clear()
+
+    def status_counts(self, step: str | None = None) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self._view("gridlrt_status", group_level=1 if step is None else 2):
+            key = row["key"]
+            if not (isinstance(key, list) and key and isinstance(key[0], str)):
+                continue
+            if step is None or (len(key) > 1 and key[1] == step):
+                counts[key[0]] = counts.get(key[0], 0) + int(row["value"])
+        return counts
+
     def _unsettled_ids(self) -> list[str]:
         return [r["id"] for r in self._view("gridlrt_unsettled")]
 

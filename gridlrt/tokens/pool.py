@@ -182,8 +182,17 @@ class TokenPool(ABC):
         unblocked): their children are yet to be told."""
 
     @abstractmethod
+    def status_counts(self, step: str | None = None) -> dict[str, int]:
+        """Token counts per status, of one step or the whole pool (no shape checks: a quick
+        look)."""
+
+    @abstractmethod
     def stage_counts(self) -> dict[tuple[str, str], dict[str, int]]:
         """Token counts per (pipeline, stage) and status, for tokens that belong to a pipeline."""
+
+    def _promoted(self) -> None:  # noqa: B027 - optional hook
+        """Children changed state here: forget any claim candidates read before (they may
+        miss a child of higher priority that is todo now)."""
 
     def _get_docs(self, token_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         """Raw documents by id (None when absent); backends read them in bulk."""
@@ -355,6 +364,8 @@ class TokenPool(ABC):
             except (TokenNotFound, MalformedToken):
                 return 0
         changed = sum(1 for child_id in token.children if self.settle_child(child_id))
+        if changed:
+            self._promoted()
         if token.settled is False:
 
             def mark(current: Token) -> Token:
@@ -375,13 +386,19 @@ class TokenPool(ABC):
             changed += self.settle(token_id)
         return changed
 
-    def work_may_appear(self) -> bool:
-        """True while tokens wait for parents that somebody is working on: a pilot that finds
-        nothing to claim should wait for them rather than stop (their parents' pilots will
-        promote them). False when nothing waits, or nothing is active that could end a wait."""
-        counts = self.overview()
-        waiting = counts.total(TokenStatus.WAITING)
-        return waiting > 0 and any(counts.total(status) for status in ACTIVE)
+    def work_may_appear(self, step: str | None = None) -> bool:
+        """True while a pilot that found nothing to claim (of ``step``, or of any step) should
+        look again rather than stop: such a token is todo (promoted since it looked), or such
+        tokens wait for parents that somebody is working on or has just finished (their
+        promotion is under way). False when nothing waits, or nothing could end a wait.
+        Cheap: counts by status only."""
+        mine = self.status_counts(step)
+        if mine.get(TokenStatus.TODO.value, 0):
+            return True
+        if not mine.get(TokenStatus.WAITING.value, 0):
+            return False
+        every = mine if step is None else self.status_counts()
+        return any(every.get(s.value, 0) for s in ACTIVE) or bool(self._unsettled_ids())
 
     def _settle_quietly(self, token: Token) -> None:
         """Settle after a pilot's finish or failure; a failure here is left for later."""

@@ -307,6 +307,12 @@ class SQLitePool(TokenPool):
         )
         return [r[0] for r in rows]
 
+    def status_counts(self, step: str | None = None) -> dict[str, int]:
+        where, args = ("WHERE step = ?", (step,)) if step is not None else ("", ())
+        query = f"SELECT status, count(*) FROM tokens {where} GROUP BY status"
+        rows = self._db.execute(query, args)
+        return {str(status): int(n) for status, n in rows}
+
     def _unsettled_ids(self) -> list[str]:
         rows = self._db.execute(
             f"SELECT id FROM tokens WHERE {UNSETTLED} ORDER BY id"

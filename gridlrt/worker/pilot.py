@@ -238,7 +238,7 @@ class Pilot:
             if token is not None:
                 return token
             if time.monotonic() - waited_since >= self.options.idle_timeout:
-                if not self.pool.work_may_appear():
+                if not self.pool.work_may_appear(self.options.step):
                     self.summary.stop_reason = "no more tokens"
                     return None
                 if not told:

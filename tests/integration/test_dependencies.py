@@ -3,12 +3,13 @@ reset with and without --cascade, and pilots that wait for the next stage."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from gridlrt.errors import InputError
-from gridlrt.tokens import PilotInfo, Token, TokenPool, TokenStatus, new_token
+from gridlrt.tokens import PilotInfo, Token, TokenPool, TokenStatus, new_token, transitions
 from gridlrt.tokens.model import Depends, ParentGroup, UploadResult
 
 WHO = PilotInfo(pilot="p1", host="wn1")
@@ -86,12 +87,18 @@ def test_resetting_a_consumed_parent_needs_cascade(pool: TokenPool) -> None:
 
 def test_pilots_wait_while_parents_are_being_worked_on(pool: TokenPool) -> None:
     chain(pool)
-    assert not pool.work_may_appear()  # a is todo, nobody works: a pilot would claim it
+    assert pool.work_may_appear()  # a is todo: look again
+    assert not pool.work_may_appear(step="other")  # nothing of that step will ever come
     assert pool.claim(WHO) is not None
     assert pool.claim(PilotInfo(pilot="p2", host="wn2")) is None
     assert pool.work_may_appear()  # a runs, b waits for it
-    pool.finish("a", WHO.pilot)
-    assert not pool.work_may_appear()  # b is todo now
+    # a is written done, its pilot has not told b yet (or died): b's promotion is under way
+    pool._update("a", lambda t: transitions.finish(t, WHO.pilot, time.time()))
+    assert pool.status_counts().get("todo", 0) == 0 and pool.work_may_appear()
+    pool.settle_pending()
+    run(pool, "b")
+    run(pool, "c")
+    assert not pool.work_may_appear()  # all done
 
 
 def test_archive_keeps_parents_their_children_still_wait_for(
