@@ -49,6 +49,7 @@ CLAIM_WINDOW = 64  # todo rows a claimer reads at once
 CONTENDED_FOR = 60.0  # seconds a claimer keeps scattering after it lost a race
 MISSES_BEFORE_REREAD = 2  # taken candidates in a row before reading the view again
 KNOWN_REVISIONS = 1000  # tokens whose last written revision a pool remembers
+SEEN_DOCUMENTS = 5000  # parents' documents a pool keeps by revision (settling reads them often)
 CANDIDATES_TTL = 10.0  # seconds a claimer keeps trying the rest of one claim-view read
 VIEW = f"{design.DESIGN_ID}/_view"
 
@@ -99,6 +100,7 @@ class CouchDBPool(TokenPool):
         self.session.auth = auth
         self.session.headers["Accept"] = "application/json"
         self._known: dict[str, Token] = {}
+        self._seen: dict[str, dict[str, Any]] = {}
         self._pending: dict[str | None, tuple[float, list[str]]] = {}
         self._contended_until = 0.0
 
@@ -423,17 +425,36 @@ class CouchDBPool(TokenPool):
         return counts
 
     def _get_docs(self, token_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """Documents by id, read in bulk. Settling a child reads all its parents each time one
+        of them finishes (240 for a LOFAR observation's gather): their revisions are asked
+        first, and only documents this pool has not seen at that revision are fetched."""
         found: dict[str, dict[str, Any] | None] = {}
         ids = list(token_ids)
         for i in range(0, len(ids), 1000):
             chunk = ids[i : i + 1000]
-            rows = self._request(
-                "POST", "_all_docs", params={"include_docs": "true"}, json={"keys": chunk}
-            ).json()["rows"]
-            for row in rows:
-                doc = row.get("doc")
-                found[row["key"]] = doc if isinstance(doc, dict) else None
-        return found
+            revs = self._request("POST", "_all_docs", json={"keys": chunk}).json()["rows"]
+            stale: list[str] = []
+            for row in revs:
+                value = row.get("value") or {}
+                cached = self._seen.get(row["key"])
+                if "error" in row or value.get("deleted"):
+                    found[row["key"]] = None
+                elif cached is not None and cached.get("_rev") == value.get("rev"):
+                    found[row["key"]] = cached
+                else:
+                    stale.append(row["key"])
+            if stale:
+                rows = self._request(
+                    "POST", "_all_docs", params={"include_docs": "true"}, json={"keys": stale}
+                ).json()["rows"]
+                for row in rows:
+                    doc = row.get("doc")
+                    found[row["key"]] = doc if isinstance(doc, dict) else None
+                    if isinstance(doc, dict):
+                        self._seen[row["key"]] = doc
+                        if len(self._seen) > SEEN_DOCUMENTS:
+                            self._seen.pop(next(iter(self._seen)))
+        return {i: found.get(i) for i in ids}
 
     def delete(self, token_ids: Iterable[str]) -> int:
         ids = list(token_ids)
