@@ -309,10 +309,14 @@ class TokenPool(ABC):
         promotions that finished parents still owe their children (:meth:`settle_pending`):
         a pilot that died right after finishing a parent must not strand its children."""
         token = self._claim(who, step)
-        if token is None or time.monotonic() >= self._next_settle:
-            promoted = self.settle_pending()
-            if token is None and promoted:
+        if token is None:
+            if self.settle_pending():
                 token = self._claim(who, step)
+        elif time.monotonic() >= self._next_settle:
+            try:  # the claim is made: a failure here must not lose it
+                self.settle_pending()
+            except GridlrtError as exc:
+                log.warning("pending promotions left for later: %s", exc)
         return token
 
     # --- dependencies: waiting tokens and their promotion -------------------------------------
