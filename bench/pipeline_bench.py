@@ -50,7 +50,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import queue
 import shutil
 import signal
@@ -63,13 +62,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import pool_bench  # noqa: E402  (bench/ is on the path: machine facts, as demo_bench does)
 
 from gridlrt.config import Settings  # noqa: E402
 from gridlrt.pipelines import service  # noqa: E402
@@ -138,54 +138,22 @@ def timed(call: Callable[[], Any]) -> tuple[float, Any]:
 # --- machine --------------------------------------------------------------------------------
 
 
-def _command_output(argv: Sequence[str]) -> str:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-
-
 def machine() -> dict[str, str]:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    ram = "?"
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram = f"{int(line.split()[1]) / 1024**2:.1f} GiB"
-    try:
-        os_name = platform.freedesktop_os_release().get("PRETTY_NAME", platform.system())
-    except OSError:
-        os_name = platform.system()
+    """pool_bench's machine facts, with SQLite's version and the gridlrt commit measured."""
     import sqlite3
 
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "hostname": HOST,
-        "cpu": f"{cpu}, {os.cpu_count()} CPUs (usable: {len(os.sched_getaffinity(0))})",
-        "ram": ram,
-        "os": f"{os_name}, kernel {platform.release()} ({platform.machine()})",
-        "python": f"{platform.python_version()} ({sys.executable})",
-        "sqlite": sqlite3.sqlite_version,
-        "node": _command_output(["node", "--version"]),
-        "gridlrt": gridlrt_version(),
-        "load average at the start": load_average(),
-    }
+    facts = pool_bench.machine()
+    load = facts.pop("load average at the start")
+    return {**facts, "sqlite": sqlite3.sqlite_version, "gridlrt": gridlrt_version(),
+            "load average at the start": load}  # fmt: skip
 
 
 def gridlrt_version() -> str:
     """The commit of the checkout the bench runs from, and whether gridlrt/ differs from it."""
-    commit = _command_output(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
-    changed = _command_output(["git", "-C", str(ROOT), "status", "--porcelain", "--", "gridlrt"])
+    git = ["git", "-C", str(ROOT)]
+    commit = pool_bench._command_output([*git, "rev-parse", "--short", "HEAD"])
+    changed = pool_bench._command_output([*git, "status", "--porcelain", "--", "gridlrt"])
     return f"commit {commit}" + (" + uncommitted changes in gridlrt/" if changed else "")
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)"
 
 
 # --- pools ----------------------------------------------------------------------------------
@@ -1069,7 +1037,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sizes = {"sqlite": args.sizes, "couchdb": args.couchdb_sizes}
             status_rows = status_part(backends, sizes, args.warm)
             status_tables(status_rows, args.warm)
-    say(f"\nBench wall time {time.monotonic() - started:.0f} s; load average {load_average()}")
+    load = pool_bench.load_average()
+    say(f"\nBench wall time {time.monotonic() - started:.0f} s; load average {load}")
     return 0
 
 
