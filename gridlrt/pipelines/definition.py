@@ -41,11 +41,11 @@ from pydantic import (
 
 from gridlrt.errors import InputError
 from gridlrt.templating import PLAN_FIELDS
+from gridlrt.tokens.model import STEP_NAME
 
 #: stage and input names: they become template fields (``{cal_solve}``) and parts of token ids
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-#: step names, as gridlrt.worker.steps spells them; also run names (token id prefixes)
-STEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: run names (token id prefixes) are spelled like step names
 RUN_NAME = STEP_NAME
 #: fields a step's templates already have (gridlrt.worker.plan): an ``after`` stage becomes a
 #: field named after the stage, so a stage may not be called like one of them

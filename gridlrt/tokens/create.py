@@ -29,7 +29,7 @@ from gridlrt.errors import InputError
 from gridlrt.lofar_names import basename, short_name
 from gridlrt.staging.lists import check_list_file
 from gridlrt.tokens import open_pool
-from gridlrt.tokens.model import Token, new_token
+from gridlrt.tokens.model import STEP_NAME, Token, new_token
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def make_tokens(
     """Group ``inputs`` ``per_token`` at a time into todo tokens for ``step``."""
     if per_token < 1:
         raise InputError(f"--per-token must be at least 1, not {per_token}")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", step):
+    if not STEP_NAME.fullmatch(step):
         raise InputError(f"step name {step!r}: use letters, digits, '.', '_' or '-'")
     tokens: list[Token] = []
     seen: dict[str, int] = {}

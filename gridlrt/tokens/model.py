@@ -13,6 +13,7 @@ PiCaS wrote (which have no ``status``).
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from enum import StrEnum
@@ -21,6 +22,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_STEP = "default"
+#: what a step may be called (also a run name: both become parts of token ids and file names)
+STEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class TokenStatus(StrEnum):

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gridlrt.durations import parse_duration
 from gridlrt.errors import InputError
+from gridlrt.tokens.model import STEP_NAME
 
 BUILTIN_STEPS = ("average", "flag-average", "gaincal", "command")
 
@@ -73,7 +74,7 @@ class StepConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = Field(pattern=f"^{STEP_NAME.pattern}$")
     kind: Literal["dp3", "command"]
     description: str = ""
     parset: str | None = None
