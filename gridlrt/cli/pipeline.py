@@ -220,13 +220,19 @@ def status(
                 return
 
 
-def _read(pool: TokenPool, run: str | None) -> list[PipelineStatus]:
+def settle(pool: TokenPool) -> None:
+    """Complete the promotions a pilot that died after finishing a parent left undone; a pool
+    that does not answer is a warning here (the status is still worth showing)."""
     try:
         pool.settle_pending()
     except PoolNotInitialised:
         raise
     except PoolError as err:
         err_console.print(f"[yellow]warning:[/] pending promotions not completed: {err}")
+
+
+def _read(pool: TokenPool, run: str | None) -> list[PipelineStatus]:
+    settle(pool)
     return pipeline_status(pool, run)
 
 

@@ -23,10 +23,10 @@ from rich.table import Table
 from rich.text import Text
 
 from gridlrt.cli.common import PoolOption, console, err_console, settings
-from gridlrt.cli.pipeline import stages_table
+from gridlrt.cli.pipeline import settle, stages_table
 from gridlrt.cli.tokens import STATUS_STYLE
 from gridlrt.durations import format_duration, parse_duration
-from gridlrt.errors import InputError, PoolError, PoolNotInitialised
+from gridlrt.errors import InputError, PoolError
 from gridlrt.monitor import (
     DEFAULT_MAX_FAILING,
     DEFAULT_STALE_AFTER,
@@ -136,19 +136,9 @@ def _positive(option: str, text: str) -> float:
     return seconds
 
 
-def _settle(pool: TokenPool) -> None:
-    """Complete the promotions a pilot that died after finishing a parent left undone."""
-    try:
-        pool.settle_pending()
-    except PoolNotInitialised:
-        raise
-    except PoolError as err:
-        err_console.print(f"[yellow]warning:[/] pending promotions not completed: {err}")
-
-
 def _first(monitor: Monitor, pool: TokenPool, step: str | None) -> Snapshot:
     """The first snapshot; an unknown --step is a user error (most often a typo)."""
-    _settle(pool)
+    settle(pool)
     snap = monitor.snapshot()
     if step is not None and not snap.steps:
         known = sorted(pool.overview().counts)
