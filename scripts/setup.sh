@@ -2,9 +2,10 @@
 # make setup: install whatever is missing for gridlrt, its tests and its demo. Idempotent;
 # works as root without a terminal on a fresh Debian (bookworm) machine. Prints its time.
 #   1. Debian packages: gfal2 + protocol plugins + python3-gfal2, casacore-data, slurm-wlm,
-#      munge, openssl, nodejs/npm (only what is absent; apt-get update once, only if needed).
+#      munge, openssl, wsclean (the imager), nodejs/npm (only what is absent; apt-get update once, only if needed).
 #   2. .venv with gridlrt installed editable with its test extra, which pulls in the worker
-#      extra (numpy, python-casacore, dp3) and the demo extra (matplotlib): everything make test
+#      extra (numpy, python-casacore, dp3), the reduction extra (losoto, astropy) and the demo
+#      extra (matplotlib): everything make test
 #      and make demo need (re-done when pyproject changes). `pip install gridlrt` alone is
 #      the light core.
 #   3. Debian's gfal2 Python binding linked into .venv (the PyPI sdist does not build here).
@@ -20,7 +21,7 @@ die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 
 # --- 1. Debian packages ------------------------------------------------------------------
 APT_PACKAGES=(gfal2 python3-gfal2 gfal2-plugin-file gfal2-plugin-http gfal2-plugin-srm
-  gfal2-plugin-gridftp gfal2-plugin-xrootd casacore-data slurm-wlm munge openssl)
+  gfal2-plugin-gridftp gfal2-plugin-xrootd casacore-data slurm-wlm munge openssl wsclean)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -48,7 +49,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   say "installing gridlrt[test] (with the worker and demo extras) into $VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e '.[test]'
-  "$VENV/bin/python" -c 'import casacore.tables, matplotlib, numpy, packaging, pytest' \
+  "$VENV/bin/python" -c 'import casacore.tables, matplotlib, numpy, packaging, pytest, losoto.h5parm, astropy.io.fits' \
     || die "gridlrt[test] installed but its extras do not import in $VENV"
   touch "$stamp"
 else

@@ -57,7 +57,9 @@ BUNDLE_FORMAT = 1
 # nor followed: their own requirements are the site's business too. gridlrt asks for them only
 # through its extras (gridlrt[worker], gridlrt[demo]), which the closure never follows; this
 # list also keeps them out when a bundled distribution requires one.
-SITE_PROVIDED = frozenset({"numpy", "python-casacore", "dp3", "gfal2-python"})
+SITE_PROVIDED = frozenset(
+    {"numpy", "python-casacore", "dp3", "gfal2-python", "losoto", "astropy", "h5py", "tables"}
+)
 # What gridlrt needs only on the submitting side, never in a pilot: matplotlib draws the demo's
 # progress plot (about 30 MB with its own dependencies).
 UI_ONLY = frozenset({"matplotlib"})
