@@ -39,6 +39,7 @@ PLAN_FIELDS = frozenset(
         "stage",
         "group_label",
         "aoflagger_strategy",
+        "python",
         "name",
     }
 )

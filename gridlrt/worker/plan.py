@@ -7,7 +7,9 @@ bad value fails the token at once with a clear message, never half-way through.
 Fields a template can use: ``token_id``, ``step``, ``input`` (first input), ``inputs`` (all,
 space-separated), ``obsid``/``sap``/``subband`` (from LOFAR file names), ``msin``, ``msout``,
 ``workdir``, ``cores``, ``root`` (the storage root), ``pipeline``, ``stage`` and
-``group_label`` (from the token; empty when unset), ``aoflagger_strategy`` (the LOFAR strategy
+``group_label`` (from the token; empty when unset), ``python`` (the pilot's own Python, for
+command steps that run gridlrt's reduction modules: ``{python} -m gridlrt.reduction.image``),
+``aoflagger_strategy`` (the LOFAR strategy
 in the DP3 wheel, when present), the step's files by name, then the step's ``parameters``,
 overridden by the token's ``parameters`` and by top-level token fields (PiCaS style); last,
 one field per extra input (``token.extra_inputs``, e.g. a calibrator's solutions): ``{name}``
@@ -26,6 +28,7 @@ each in a numbered directory).
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +116,7 @@ def plan_token(
         "pipeline": token.pipeline or "",
         "stage": token.stage or "",
         "group_label": str(token.group.get("label", "")),
+        "python": sys.executable,
         **name_fields(inputs[0] if inputs else ""),
     }
     strategy = find_aoflagger_strategy()
