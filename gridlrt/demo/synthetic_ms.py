@@ -6,10 +6,14 @@ ETRS89/ITRF positions, subband frequencies of the 200 MHz clock in Nyquist zone 
 four linear correlations (XX, XY, YX, YY), autocorrelations included, the ``L<obsid>_SB<nnn>_uv.MS``
 name and the ``LOFAR_*`` columns of the OBSERVATION subtable that LOFAR tools look at.
 
-The data are deterministic for a given :class:`SyntheticMSSpec`: one unpolarised point source
-(slightly off the phase centre, so visibilities have phase structure) plus gaussian noise drawn
-from ``spec.seed``. DP3 reads, averages and calibrates these sets, so tests and benchmarks can
-run real processing steps without downloading anything.
+The data are deterministic for a given :class:`SyntheticMSSpec`: unpolarised point sources
+(by default one, slightly off the phase centre, so visibilities have phase structure; or the
+:class:`PointSource` list of ``spec.sources``, each with a flux and a spectral index), seen
+through per-station complex gains when ``spec.gains`` is set (:class:`StationGain`: an
+amplitude, a phase and a clock delay, so ``DATA = g_p conj(g_q) V`` with
+``g = a (1 + drift t) exp(i (phase + 2 pi nu clock))``), plus gaussian noise drawn from
+``spec.seed``. DP3 reads, averages and calibrates these sets, and WSClean images them, so tests
+and benchmarks can run real processing steps without downloading anything.
 
 Deliberate simplifications (documented so nobody mistakes them for LOFAR behaviour):
 
@@ -30,7 +34,7 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gridlrt.errors import InputError
 
@@ -38,12 +42,15 @@ __all__ = [
     "CORE_STATIONS",
     "SPEED_OF_LIGHT",
     "SUBBAND_WIDTH_HZ",
+    "PointSource",
+    "StationGain",
     "SyntheticMSSpec",
     "antenna_uvw",
     "baseline_uvw",
     "lofar_ms_name",
     "make_synthetic_ms",
     "model_visibilities",
+    "sky_model_text",
     "subband_centre_hz",
 ]
 
@@ -121,6 +128,39 @@ def subband_centre_hz(subband: int) -> float:
     return NYQUIST_ZONE_2_START_HZ + subband * SUBBAND_WIDTH_HZ
 
 
+class PointSource(BaseModel):
+    """An unpolarised point source: where it is relative to the phase centre, and its flux
+    ``flux_jy * (nu / reference_frequency) ** spectral_index``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(default="src", pattern=r"^[A-Za-z0-9_+-]+$")
+    offset: tuple[float, float] = Field(
+        description="(RA, Dec) offset in radians from the phase centre"
+    )
+    flux_jy: float = Field(description="Stokes I at reference_frequency")
+    spectral_index: float = 0.0
+    reference_frequency: float = Field(default=150e6, gt=0, description="Hz")
+
+    def flux_at(self, frequency_hz: float | FloatArray) -> Any:
+        """Stokes I (Jy) at the given frequencies."""
+        return self.flux_jy * (np.asarray(frequency_hz) / self.reference_frequency) ** (
+            self.spectral_index
+        )
+
+
+class StationGain(BaseModel):
+    """One station's corruption: ``a (1 + drift * hours) * exp(i (phase + 2 pi nu clock))``,
+    the same for both polarisations. ``hours`` counts from the start of the observation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    amplitude: float = Field(default=1.0, gt=0)
+    phase: float = Field(default=0.0, description="radians")
+    clock: float = Field(default=0.0, description="delay in seconds (phase linear in frequency)")
+    amplitude_drift: float = Field(default=0.0, description="fractional change per hour")
+
+
 class SyntheticMSSpec(BaseModel):
     """What to build: one subband of one observation. Hashable, so it can key a cache."""
 
@@ -148,9 +188,28 @@ class SyntheticMSSpec(BaseModel):
         description="(RA, Dec) offset in radians of the point source from the phase centre",
     )
     source_flux_jy: float = Field(default=10.0, description="Stokes I of the point source")
+    sources: tuple[PointSource, ...] | None = Field(
+        default=None,
+        description="the sky, when not the single source of source_offset and source_flux_jy",
+    )
+    gains: tuple[StationGain, ...] | None = Field(
+        default=None, description="one per station: the corruption every baseline sees"
+    )
     noise_jy: float = Field(default=0.05, ge=0, description="sigma of real and imaginary noise")
     auto_power_jy: float = Field(default=1000.0, description="XX and YY of autocorrelations")
     seed: int = Field(default=20240601, ge=0)
+
+    @model_validator(mode="after")
+    def _one_gain_per_station(self) -> SyntheticMSSpec:
+        if self.gains is not None and len(self.gains) != self.stations:
+            raise ValueError(f"gains: {len(self.gains)} given for {self.stations} stations")
+        return self
+
+    def point_sources(self) -> tuple[PointSource, ...]:
+        """The sky: ``sources``, or the one source of ``source_offset``/``source_flux_jy``."""
+        if self.sources is not None:
+            return self.sources
+        return (PointSource(offset=self.source_offset, flux_jy=self.source_flux_jy),)
 
     @property
     def ms_name(self) -> str:
@@ -193,29 +252,56 @@ class SyntheticMSSpec(BaseModel):
         times: FloatArray = self.start_time + slots * self.integration_time
         return times
 
-    def source_direction(self) -> tuple[float, float]:
-        """J2000 (RA, Dec) in radians of the point source."""
-        return (
-            self.phase_centre[0] + self.source_offset[0],
-            self.phase_centre[1] + self.source_offset[1],
-        )
+    def source_direction(self, source: PointSource | None = None) -> tuple[float, float]:
+        """J2000 (RA, Dec) in radians of ``source`` (default: the first point source)."""
+        offset = (source or self.point_sources()[0]).offset
+        return (self.phase_centre[0] + offset[0], self.phase_centre[1] + offset[1])
 
-    def source_lmn(self) -> tuple[float, float, float]:
-        """Direction cosines of the source relative to the phase centre."""
+    def source_lmn(self, source: PointSource | None = None) -> tuple[float, float, float]:
+        """Direction cosines of ``source`` (default: the first) relative to the phase centre."""
         ra0, dec0 = self.phase_centre
-        ra, dec = self.source_direction()
+        ra, dec = self.source_direction(source)
         dra = ra - ra0
         ell = float(np.cos(dec) * np.sin(dra))
         emm = float(np.sin(dec) * np.cos(dec0) - np.cos(dec) * np.sin(dec0) * np.cos(dra))
         return ell, emm, float(np.sqrt(1.0 - ell * ell - emm * emm))
 
     def sky_model(self) -> str:
-        """The point source as a DP3/makesourcedb text sky model (for ``predict``/``ddecal``)."""
-        ra, dec = self.source_direction()
-        return (
-            "FORMAT = Name, Type, Ra, Dec, I, Q, U, V\n"
-            f"src, POINT, {_format_ra(ra)}, {_format_dec(dec)}, {self.source_flux_jy!r}, 0, 0, 0\n"
+        """The point sources as a DP3/makesourcedb text sky model (``predict``, ``gaincal``)."""
+        return sky_model_text(self.point_sources(), self.phase_centre)
+
+    def station_gains(self, times: FloatArray | None = None) -> ComplexArray:
+        """Complex gains, shape (times, stations, channels); ones without ``gains``."""
+        t = self.times() if times is None else np.asarray(times, dtype=np.float64)
+        shape = (t.size, self.stations, self.channels)
+        if self.gains is None:
+            return np.ones(shape, dtype=np.complex128)
+        hours = (t - self.start_time) / 3600.0
+        amp = np.array([g.amplitude for g in self.gains])
+        drift = np.array([g.amplitude_drift for g in self.gains])
+        phase = np.array([g.phase for g in self.gains])
+        clock = np.array([g.clock for g in self.gains])
+        freqs = self.channel_frequencies()
+        scale = amp[None, :] * (1.0 + drift[None, :] * hours[:, None])  # (times, stations)
+        turns = phase[:, None] + 2 * np.pi * clock[:, None] * freqs[None, :]  # (stations, chan)
+        gains: ComplexArray = scale[:, :, None] * np.exp(1j * turns)[None, :, :]
+        return gains
+
+
+def sky_model_text(sources: tuple[PointSource, ...], phase_centre: tuple[float, float]) -> str:
+    """A DP3/makesourcedb text sky model of point sources around ``phase_centre``."""
+    header = (
+        "FORMAT = Name, Type, Ra, Dec, I, Q, U, V, ReferenceFrequency='150e6', SpectralIndex='[]'"
+    )
+    lines = [header]
+    for src in sources:
+        ra = phase_centre[0] + src.offset[0]
+        dec = phase_centre[1] + src.offset[1]
+        lines.append(
+            f"{src.name}, POINT, {_format_ra(ra)}, {_format_dec(dec)}, {src.flux_jy!r}, 0, 0, 0, "
+            f"{src.reference_frequency!r}, [{src.spectral_index!r}]"
         )
+    return "\n".join(lines) + "\n"
 
 
 def _format_ra(ra: float) -> str:
@@ -268,11 +354,16 @@ def baseline_uvw(spec: SyntheticMSSpec, times: FloatArray | None = None) -> Floa
 
 
 def _source_phasor(spec: SyntheticMSSpec, uvw: FloatArray) -> ComplexArray:
-    """``I * exp(+2 pi i (u l + v m + w (n - 1)) / lambda)``, shape (rows, channels)."""
-    ell, emm, enn = spec.source_lmn()
-    delay = uvw[:, 0] * ell + uvw[:, 1] * emm + uvw[:, 2] * (enn - 1.0)  # metres
-    wavenumber = 2 * np.pi * spec.channel_frequencies() / SPEED_OF_LIGHT
-    phasor: ComplexArray = spec.source_flux_jy * np.exp(1j * delay[:, None] * wavenumber[None, :])
+    """``sum I * exp(+2 pi i (u l + v m + w (n - 1)) / lambda)`` over the point sources,
+    shape (rows, channels)."""
+    freqs = spec.channel_frequencies()
+    wavenumber = 2 * np.pi * freqs / SPEED_OF_LIGHT
+    phasor: ComplexArray = np.zeros((uvw.shape[0], freqs.size), dtype=np.complex128)
+    for source in spec.point_sources():
+        ell, emm, enn = spec.source_lmn(source)
+        delay = uvw[:, 0] * ell + uvw[:, 1] * emm + uvw[:, 2] * (enn - 1.0)  # metres
+        flux = np.asarray(source.flux_at(freqs), dtype=np.float64)
+        phasor += flux[None, :] * np.exp(1j * delay[:, None] * wavenumber[None, :])
     return phasor
 
 
@@ -513,12 +604,22 @@ def _fill_main(ms: Any, spec: SyntheticMSSpec) -> None:
         # Autocorrelations: real XX and YY power with real noise, zero XY and YX.
         auto_rows = np.flatnonzero(np.tile(autos, nslot))
         auto_noise = data[auto_rows][:, :, [0, 3]].real
-        phasor = _source_phasor(spec, uvw).astype(np.complex64)
-        data[:, :, 0] += phasor
-        data[:, :, 3] += phasor
+        phasor = _source_phasor(spec, uvw)
+        auto_gain = np.ones((nrow, spec.channels))
+        if spec.gains is not None:
+            g = spec.station_gains(chunk_times)  # (slots, stations, channels)
+            slot = np.repeat(np.arange(nslot), nbl)
+            g1 = g[slot, np.tile(first, nslot)]
+            g2 = g[slot, np.tile(second, nslot)]
+            phasor *= g1 * np.conj(g2)
+            auto_gain = np.abs(g1) ** 2
+        phasor64 = phasor.astype(np.complex64)
+        data[:, :, 0] += phasor64
+        data[:, :, 3] += phasor64
         data[auto_rows] = 0.0
-        data[auto_rows, :, 0] = spec.auto_power_jy + auto_noise[:, :, 0]
-        data[auto_rows, :, 3] = spec.auto_power_jy + auto_noise[:, :, 1]
+        power = spec.auto_power_jy * auto_gain[auto_rows]
+        data[auto_rows, :, 0] = power + auto_noise[:, :, 0]
+        data[auto_rows, :, 3] = power + auto_noise[:, :, 1]
         ms.putcol("TIME", np.repeat(chunk_times, nbl), row0, nrow)
         ms.putcol("TIME_CENTROID", np.repeat(chunk_times, nbl), row0, nrow)
         ms.putcol("ANTENNA1", np.tile(first, nslot), row0, nrow)
