@@ -235,3 +235,43 @@ def test_dp3_predict_reproduces_the_signal(make_ms: MSFactory, tmp_path: Path) -
         uvw = ms.getcol("UVW")[cross]
     expected = model_visibilities(spec, uvw)
     np.testing.assert_allclose(predicted, expected, rtol=0, atol=1e-4 * spec.source_flux_jy)
+
+
+def test_station_gains_corrupt_every_baseline_as_gp_conj_gq(tmp_path: Path) -> None:
+    """DATA with gains is the clean DATA times g_p conj(g_q), per channel and timeslot; the
+    clock makes the phase linear in frequency; several sources add up."""
+    from gridlrt.demo.synthetic_ms import PointSource, StationGain
+
+    sources = (
+        PointSource(name="a", offset=(0.01, 0.0), flux_jy=5.0),
+        PointSource(name="b", offset=(-0.02, 0.015), flux_jy=2.0, spectral_index=-0.8),
+    )
+    gains = (
+        StationGain(),
+        StationGain(amplitude=1.2, phase=0.5, clock=80e-9),
+        StationGain(amplitude=0.7, phase=-2.0, clock=-120e-9, amplitude_drift=0.5),
+    )
+    clean = SyntheticMSSpec(stations=3, channels=8, timeslots=6, noise_jy=0.0, sources=sources)
+    corrupted = clean.model_copy(update={"gains": gains})
+    make_synthetic_ms(tmp_path / "clean.MS", clean)
+    make_synthetic_ms(tmp_path / "corrupted.MS", corrupted)
+    with table(tmp_path / "clean.MS") as ms:
+        a1, a2, slot = ms.getcol("ANTENNA1"), ms.getcol("ANTENNA2"), ms.getcol("TIME")
+        truth = ms.getcol("DATA")[:, :, 0]
+        uvw = ms.getcol("UVW")
+    with table(tmp_path / "corrupted.MS") as ms:
+        data = ms.getcol("DATA")[:, :, 0]
+    cross = a1 != a2
+    np.testing.assert_allclose(truth[cross], model_visibilities(clean, uvw)[cross, :, 0], atol=1e-4)
+    g = corrupted.station_gains()  # (times, stations, channels)
+    t = np.searchsorted(corrupted.times(), slot - 1e-6)
+    expected = truth * g[t, a1] * np.conj(g[t, a2])
+    np.testing.assert_allclose(data[cross], expected[cross], rtol=1e-5, atol=1e-4)
+    # the clock: phase of g_1 grows by 2 pi clock per Hz across the subband
+    freqs = corrupted.channel_frequencies()
+    slope = np.diff(np.unwrap(np.angle(g[0, 1]))) / np.diff(freqs)
+    np.testing.assert_allclose(slope, 2 * np.pi * 80e-9, rtol=1e-6)
+    # the drift: station 2 is 0.5 per hour brighter later on
+    hours = (corrupted.times()[-1] - corrupted.start_time) / 3600
+    assert abs(g[-1, 2, 0]) == pytest.approx(0.7 * (1 + 0.5 * hours))
+    assert "b, POINT" in corrupted.sky_model() and "[-0.8]" in corrupted.sky_model()
