@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
@@ -39,6 +40,9 @@ from gridlrt.submit.service import get_submitter, plan, refresh, submit
 from gridlrt.tokens import Token, TokenPool, TokenStatus
 from gridlrt.tokens.create import make_tokens
 from gridlrt.tokens.model import ACTIVE
+
+if TYPE_CHECKING:
+    from gridlrt.demo.synthetic_ms import SyntheticMSSpec
 
 log = logging.getLogger(__name__)
 
@@ -107,30 +111,58 @@ def _archive_hash(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:8]
 
 
+def archive_tarball(lta: Path, obsid: int, subband: int) -> Path:
+    """Where the LTA-style tarball of one subband is: ``lta/L<obsid>_SB<nnn>_uv.MS_<hash>.tar``
+    (the name as the LTA gives it, the hash a stable stand-in for its checksum suffix)."""
+    name = f"L{obsid}_SB{subband:03d}_uv.MS"  # synthetic_ms.lofar_ms_name, without numpy
+    return lta / f"{name}_{_archive_hash(name)}.tar"
+
+
 def archive_tarballs(store: Path, spec: DemoSpec) -> dict[int, Path]:
     """``{subband: path}`` of the demo's archive tarballs in ``store/lta`` (made or not)."""
-    with needs_extra("gridlrt demo"):  # numpy and python-casacore: gridlrt[demo]
-        from gridlrt.demo.synthetic_ms import lofar_ms_name
-
-    names = {
-        sb: lofar_ms_name(spec.obsid, sb)
+    return {
+        sb: archive_tarball(store / "lta", spec.obsid, sb)
         for sb in range(spec.first_subband, spec.first_subband + spec.subbands)
     }
-    return {sb: store / "lta" / f"{name}_{_archive_hash(name)}.tar" for sb, name in names.items()}
+
+
+def pack_archive(tarball: Path, ms_spec: SyntheticMSSpec) -> Path:
+    """Make the synthetic measurement set of ``ms_spec`` and pack it as the LTA does into
+    ``tarball`` (``<name>.MS_<hash>.tar`` holding ``<name>.MS``), atomically: a half-made
+    tarball never has the final name."""
+    with needs_extra("gridlrt demo"):  # numpy and python-casacore: gridlrt[demo]
+        from gridlrt.demo.synthetic_ms import make_synthetic_ms
+
+    ms_name = tarball.name.rsplit("_", 1)[0]  # <name>.MS_<hash>.tar -> <name>.MS
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=tarball.parent, prefix=".making-") as tmp:
+        ms = make_synthetic_ms(Path(tmp) / ms_name, ms_spec)
+        part = Path(tmp) / f"{tarball.name}.part"
+        with tarfile.open(part, "w") as tar:
+            tar.add(ms, arcname=ms.name)
+        part.replace(tarball)
+    log.info("made %s", tarball.name)
+    return tarball
+
+
+def write_list(path: Path, inputs: list[str], comment: str) -> Path:
+    """An ``srm.txt``-style list: ``comment`` lines, then one URL per line; rewritten only
+    when its text changes."""
+    text = "".join(f"# {line}\n" for line in comment.splitlines()) + "\n".join(inputs) + "\n"
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
 
 
 def make_observation(store: Path, spec: DemoSpec) -> Observation:
     """Make (or find) the demo's archive tarballs in ``store/lta`` and its list in
     ``store/srm.txt``. Existing tarballs are kept, so a rerun makes nothing."""
     with needs_extra("gridlrt demo"):  # numpy and python-casacore: gridlrt[demo]
-        from gridlrt.demo.synthetic_ms import SyntheticMSSpec, make_synthetic_ms
+        from gridlrt.demo.synthetic_ms import SyntheticMSSpec
 
-    lta = store / "lta"
-    lta.mkdir(parents=True, exist_ok=True)
     tarballs: list[Path] = []
     made = 0
     for subband, tarball in archive_tarballs(store, spec).items():
-        ms_name = tarball.name.rsplit("_", 1)[0]  # <name>.MS_<hash>.tar -> <name>.MS
         if not tarball.exists():
             ms_spec = SyntheticMSSpec(
                 obsid=spec.obsid,
@@ -140,23 +172,16 @@ def make_observation(store: Path, spec: DemoSpec) -> Observation:
                 stations=spec.stations,
                 seed=spec.obsid * 1000 + subband,
             )
-            with tempfile.TemporaryDirectory(dir=lta, prefix=".making-") as tmp:
-                ms = make_synthetic_ms(Path(tmp) / ms_name, ms_spec)
-                part = Path(tmp) / f"{tarball.name}.part"
-                with tarfile.open(part, "w") as tar:
-                    tar.add(ms, arcname=ms.name)
-                part.replace(tarball)
+            pack_archive(tarball, ms_spec)
             made += 1
-            log.info("made %s", tarball.name)
         tarballs.append(tarball)
     inputs = [p.resolve().as_uri() for p in tarballs]
-    list_file = store / LIST_NAME
-    text = (
-        f"# L{spec.obsid}: {spec.subbands} subbands of a synthetic observation (gridlrt demo);\n"
-        "# on the grid these lines are srm:// URLs of the LTA\n" + "\n".join(inputs) + "\n"
+    list_file = write_list(
+        store / LIST_NAME,
+        inputs,
+        f"L{spec.obsid}: {spec.subbands} subbands of a synthetic observation (gridlrt demo);\n"
+        "on the grid these lines are srm:// URLs of the LTA",
     )
-    if not list_file.exists() or list_file.read_text() != text:
-        list_file.write_text(text)
     return Observation(list_file=list_file, inputs=inputs, tarballs=tarballs, made=made)
 
 
