@@ -28,7 +28,16 @@ from gridlrt.durations import parse_duration
 from gridlrt.errors import InputError
 from gridlrt.tokens.model import STEP_NAME
 
-BUILTIN_STEPS = ("average", "flag-average", "gaincal", "concat", "image", "command")
+BUILTIN_STEPS = (
+    "average",
+    "flag-average",
+    "gaincal",
+    "concat",
+    "cal-solve",
+    "apply-flag-average",
+    "image",
+    "command",
+)
 
 
 class InputSpec(BaseModel):
