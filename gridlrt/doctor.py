@@ -182,6 +182,44 @@ def check_casacore(importer: Callable[[str], object] = importlib.import_module) 
     return Check(name="python-casacore", status=Status.OK, detail=f"version {version}")
 
 
+def check_reduction(
+    importer: Callable[[str], object] = importlib.import_module,
+    find_wsclean: Callable[[], Path | None] | None = None,
+) -> list[Check]:
+    """What the reduction steps (cal-solve, image) need: LOSOTO, astropy and WSClean. Not
+    required: flag-average and average run without them."""
+    rows = []
+    for module, purpose in (("losoto", "H5parm solutions"), ("astropy", "FITS images")):
+        try:
+            found = importer(module)
+        except ImportError:
+            rows.append(
+                Check(
+                    name=module,
+                    status=Status.WARN,
+                    detail=f"not importable: the cal-solve and image steps need it ({purpose})",
+                    fix="pip install 'gridlrt[reduction]' (losoto, astropy)",
+                    required=False,
+                )
+            )
+            continue
+        version = getattr(found, "__version__", "?")
+        rows.append(Check(name=module, status=Status.OK, detail=f"version {version}"))
+    from gridlrt.reduction.wsclean import find_wsclean as on_path
+
+    exe = (find_wsclean or on_path)()
+    rows.append(
+        Check(
+            name="wsclean",
+            status=Status.OK if exe else Status.WARN,
+            detail=str(exe) if exe else "not on PATH: the image step needs it",
+            fix=None if exe else "apt-get install wsclean (Debian), or load the LOFAR module",
+            required=False,
+        )
+    )
+    return rows
+
+
 def measures_candidates(home: Path | None = None) -> list[Path]:
     """Where DP3's casacore looks for measures data: ``measures.directory`` in ~/.casarc, then
     the compiled-in default /usr/share/casacore/data."""
@@ -375,6 +413,7 @@ def run_checks(settings: Settings) -> list[Check]:
         *check_gfal2(),
         *check_dp3(),
         check_casacore(),
+        *check_reduction(),
         check_measures_data(),
         *check_pool(settings),
         *check_credentials(settings),

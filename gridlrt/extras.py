@@ -6,7 +6,9 @@ The heavy packages come with extras (``pyproject.toml``):
 * ``gridlrt[worker]``: numpy, python-casacore and DP3, to run and check DP3 steps and to read
   measurement sets (``gridlrt ms info``). Worker nodes usually have the site's own builds;
   the pilot's runtime bundle never ships them (:data:`gridlrt.sandbox.bundle.SITE_PROVIDED`).
-* ``gridlrt[demo]``: the worker extra plus matplotlib, for ``gridlrt demo`` and its plot.
+* ``gridlrt[reduction]``: the worker extra plus LOSOTO (H5parm solutions) and astropy (FITS
+  images), for the ``cal-solve`` and ``image`` steps (WSClean itself is a system package).
+* ``gridlrt[demo]``: the reduction extra plus matplotlib, for ``gridlrt demo`` and its plots.
 
 Code that needs one imports it where it is used, inside :func:`needs_extra`.
 """
@@ -23,6 +25,9 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "numpy": ("numpy", "worker"),
     "casacore": ("python-casacore", "worker"),
     "dp3": ("dp3", "worker"),
+    "losoto": ("losoto", "reduction"),
+    "tables": ("tables", "reduction"),
+    "astropy": ("astropy", "reduction"),
     "matplotlib": ("matplotlib", "demo"),
 }
 

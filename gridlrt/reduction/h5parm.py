@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gridlrt.errors import InputError
+from gridlrt.extras import needs_extra
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -127,7 +128,8 @@ def _soltab_array(soltab: Any, where: str) -> tuple[FloatArray, FloatArray, dict
 def read_gaincal(path: Path) -> GainSolutions:
     """DP3 gaincal's H5parm (``sol000/amplitude000`` and ``phase000``, diagonal) as
     :class:`GainSolutions`. :class:`InputError` (one line) when it is not such a file."""
-    from losoto.h5parm import h5parm  # type: ignore[import-untyped]
+    with needs_extra("H5parm solutions"):
+        from losoto.h5parm import h5parm  # type: ignore[import-untyped]
 
     path = Path(path)
     if not path.is_file():
@@ -193,7 +195,8 @@ def on_antennas(solutions: GainSolutions, antennas: tuple[str, ...]) -> GainSolu
 
 def write_combined(path: Path, combined: CombinedSolutions) -> Path:
     """Write ``combined`` as a new H5parm at ``path`` (replacing a file there)."""
-    from losoto.h5parm import h5parm
+    with needs_extra("H5parm solutions"):
+        from losoto.h5parm import h5parm
 
     path = Path(path)
     path.unlink(missing_ok=True)

@@ -36,6 +36,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ValidationError
 
 from gridlrt.errors import GridlrtError, InputError
+from gridlrt.extras import needs_extra
 from gridlrt.reduction.measure import image_plane
 from gridlrt.reduction.wsclean import (
     DEFAULT_FIELD_DEG,
@@ -164,7 +165,8 @@ def image_band(
 ) -> ImageProducts:
     """Image ``ms`` with WSClean into ``<name>-image.fits`` (and the rest, see the module) and
     write the PNG preview of the restored image."""
-    from astropy.io import fits  # type: ignore[import-untyped]  # imported on use: heavy
+    with needs_extra("the image step"):
+        from astropy.io import fits  # type: ignore[import-untyped]  # imported on use: heavy
 
     missing = [str(p) for p in ms if not p.is_dir()]
     if missing:

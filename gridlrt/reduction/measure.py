@@ -29,6 +29,7 @@ import numpy.typing as npt
 from pydantic import BaseModel
 
 from gridlrt.errors import InputError
+from gridlrt.extras import needs_extra
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,8 @@ class ImageMeasurement(BaseModel):
 
 
 def _fits() -> Any:
-    from astropy.io import fits  # type: ignore[import-untyped]  # imported on use: heavy
+    with needs_extra("measuring sources in FITS images"):
+        from astropy.io import fits  # type: ignore[import-untyped]  # imported on use: heavy
 
     return fits
 
@@ -112,7 +114,8 @@ def load_image(path: Path) -> tuple[FloatArray, Any]:
 
 def celestial_wcs(header: Any) -> Any:
     """The RA/Dec part of the header's WCS (FREQ and STOKES axes dropped)."""
-    from astropy.wcs import WCS, FITSFixedWarning  # type: ignore[import-untyped]
+    with needs_extra("measuring sources in FITS images"):
+        from astropy.wcs import WCS, FITSFixedWarning  # type: ignore[import-untyped]
 
     with warnings.catch_warnings():  # WSClean's DATE-OBS without MJD-OBS: astropy fills it in
         warnings.simplefilter("ignore", FITSFixedWarning)
@@ -124,7 +127,8 @@ def celestial_wcs(header: Any) -> Any:
 
 def pixel_size_arcsec(header: Any) -> float:
     """The pixel size in arcseconds (of the Dec axis; WSClean's pixels are square)."""
-    from astropy.wcs.utils import proj_plane_pixel_scales  # type: ignore[import-untyped]
+    with needs_extra("measuring sources in FITS images"):
+        from astropy.wcs.utils import proj_plane_pixel_scales  # type: ignore[import-untyped]
 
     scales = proj_plane_pixel_scales(celestial_wcs(header))
     return float(abs(scales[1])) * 3600.0

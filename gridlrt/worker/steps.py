@@ -6,8 +6,9 @@ how inputs become local files, which outputs to keep and where they go (a URL te
 cores, the timeout and the maximum attempts, and — for DP3 — what the output must look like
 (``expect``: channel and time averaging factors) so the worker can validate it.
 
-Ready steps ship in the package (``gridlrt/data/steps``): ``average``, ``flag-average``,
-``gaincal`` and ``command``. :func:`load_step` takes a file path or one of those names;
+Ready steps ship in the package (``gridlrt/data/steps``, :data:`BUILTIN_STEPS`): ``average``,
+``flag-average``, ``gaincal`` and ``command`` for one subband, and the calibrator → target
+reduction's ``cal-solve``, ``apply-flag-average``, ``concat`` and ``image``. :func:`load_step` takes a file path or one of those names;
 :func:`resolve_step` finds a step by name as a pilot does (``--steps-dir``, then built-in).
 Templates are checked strictly when a token is planned (:mod:`gridlrt.worker.plan`), before
 anything is downloaded, and — by :func:`gridlrt.worker.plan.validate_step` — already when

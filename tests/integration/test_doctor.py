@@ -155,6 +155,12 @@ def test_pure_checks() -> None:
 
     assert doctor.check_gfal2(no_module)[0].status is doctor.Status.FAIL
     assert doctor.check_casacore(no_module).status is doctor.Status.FAIL
+    reduction = doctor.check_reduction(no_module, lambda: None)
+    assert [c.name for c in reduction] == ["losoto", "astropy", "wsclean"]
+    assert all(c.status is doctor.Status.WARN and not c.required for c in reduction)
+    assert "gridlrt[reduction]" in (reduction[0].fix or "")
+    found = doctor.check_reduction(find_wsclean=lambda: Path("/usr/bin/wsclean"))
+    assert all(c.status is doctor.Status.OK for c in found)
     clients = doctor.check_batch_clients(
         lambda name: "/opt/bin/sbatch" if name == "sbatch" else None
     )
