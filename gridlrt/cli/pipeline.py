@@ -69,6 +69,9 @@ StepsDirOption = Annotated[
 ]
 
 
+DEFINITION_HELP = "The pipeline file (TOML), or a built-in pipeline by name: cal-target."
+
+
 def parse_inputs(pairs: list[str]) -> dict[str, Path]:
     """``NAME=FILE`` options as a mapping; :class:`InputError` for a malformed or repeated one."""
     found: dict[str, Path] = {}
@@ -88,7 +91,7 @@ def parse_inputs(pairs: list[str]) -> dict[str, Path]:
 @pipeline_app.command("create")
 def create(
     ctx: typer.Context,
-    definition: Annotated[Path, typer.Argument(help="The pipeline file (TOML).")],
+    definition: Annotated[Path, typer.Argument(help=DEFINITION_HELP)],
     inputs: InputOption,
     run: RunOption = None,
     steps_dir: StepsDirOption = None,
@@ -335,7 +338,7 @@ def show(
 @pipeline_app.command("run")
 def run_command(
     ctx: typer.Context,
-    definition: Annotated[Path, typer.Argument(help="The pipeline file (TOML).")],
+    definition: Annotated[Path, typer.Argument(help=DEFINITION_HELP)],
     inputs: InputOption,
     pilots: Annotated[
         int, typer.Option("-n", "--pilots", min=1, help="Local pilots (processes) to start.")

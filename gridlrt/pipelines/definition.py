@@ -27,6 +27,7 @@ import math
 import re
 import tomllib
 from functools import cached_property
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -394,13 +395,27 @@ def validate_pipeline(data: Any, source: str = "pipeline") -> Pipeline:
         raise InputError(f"{source}: {where}: {message}") from None
 
 
+#: pipelines shipped in gridlrt/data/pipelines, usable by name (``pipeline create cal-target``)
+BUILTIN_PIPELINES = ("cal-target",)
+
+
+def pipeline_file(ref: Path) -> Path:
+    """``ref`` itself, or the built-in pipeline of that name when no such file exists."""
+    if not ref.exists() and str(ref) in BUILTIN_PIPELINES:
+        return Path(str(resources.files("gridlrt") / "data" / "pipelines" / f"{ref}.toml"))
+    return ref
+
+
 def load_pipeline(path: Path) -> Pipeline:
-    """The pipeline in the TOML file ``path``; :class:`InputError` (one line naming the file
-    and the field) when it is missing, not TOML, or not a valid pipeline."""
+    """The pipeline in the TOML file ``path`` (or a built-in one by name, see
+    :data:`BUILTIN_PIPELINES`); :class:`InputError` (one line naming the file and the field)
+    when it is missing, not TOML, or not a valid pipeline."""
+    path = pipeline_file(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(f"{path}: no such pipeline file") from None
+        known = ", ".join(BUILTIN_PIPELINES)
+        raise InputError(f"{path}: no such pipeline file (built-in pipelines: {known})") from None
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except OSError as exc:

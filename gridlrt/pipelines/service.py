@@ -171,6 +171,7 @@ def create_pipeline(
     :func:`stand_in`) before anything is written. ``dry_run``: all of that, but the pool is
     not touched."""
     pipeline = load_pipeline(path)
+    path = pipeline.source or path  # a built-in pipeline given by name: its file
     lists = _read_lists(pipeline, inputs)
     expansion = expand(pipeline, lists, run=run)
     chosen = settings if isinstance(settings, Settings) else settings()

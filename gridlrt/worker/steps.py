@@ -8,8 +8,9 @@ cores, the timeout and the maximum attempts, and — for DP3 — what the output
 
 Ready steps ship in the package (``gridlrt/data/steps``, :data:`BUILTIN_STEPS`): ``average``,
 ``flag-average``, ``gaincal`` and ``command`` for one subband, and the calibrator → target
-reduction's ``cal-solve``, ``apply-flag-average``, ``concat`` and ``image``. :func:`load_step` takes a file path or one of those names;
-:func:`resolve_step` finds a step by name as a pilot does (``--steps-dir``, then built-in).
+reduction's ``cal-solve``, ``apply-flag-average``, ``concat`` and ``image``. :func:`load_step`
+takes a file path or one of those names; :func:`resolve_step` finds a step by name as a pilot
+does (``--steps-dir``, then built-in).
 Templates are checked strictly when a token is planned (:mod:`gridlrt.worker.plan`), before
 anything is downloaded, and — by :func:`gridlrt.worker.plan.validate_step` — already when
 tokens are created and pilots submitted.

@@ -241,3 +241,26 @@ def test_no_stages(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"nope\.toml: no such pipeline file"):
         load_pipeline(tmp_path / "nope.toml")
+
+
+def test_builtin_pipeline_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cal-target`` names the shipped calibrator → target pipeline (its real steps) unless a
+    file of that name is there; an unknown name lists the built-in ones."""
+    monkeypatch.chdir(tmp_path)
+    pipeline = load_pipeline(Path("cal-target"))
+    assert pipeline.source is not None and pipeline.source.name == "cal-target.toml"
+    assert [s.step for s in pipeline.stages] == [
+        "flag-average",
+        "cal-solve",
+        "apply-flag-average",
+        "concat",
+        "image",
+    ]
+    (tmp_path / "cal-target").write_text(
+        'name = "mine"\n[[stage]]\nname = "a"\nstep = "s"\nover = "x"\n[inputs]\nx = "x"\n'
+    )
+    assert load_pipeline(Path("cal-target")).name == "mine"
+    with pytest.raises(
+        InputError, match=r"nope: no such pipeline file \(built-in pipelines: cal-target\)"
+    ):
+        load_pipeline(Path("nope"))
