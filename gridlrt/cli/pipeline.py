@@ -20,8 +20,14 @@ from rich.text import Text
 
 from gridlrt.cli.common import PoolOption, console, err_console, settings
 from gridlrt.cli.tokens import STATUS_STYLE, DryRunOption, JsonOption, token_step_check
-from gridlrt.errors import GridlrtError, InputError, PoolError, PoolNotInitialised
-from gridlrt.pipelines.definition import load_pipeline
+from gridlrt.errors import (
+    GridlrtError,
+    InputError,
+    PoolError,
+    PoolNotInitialised,
+    PoolUnavailable,
+)
+from gridlrt.pipelines.definition import BUILTIN_PIPELINES, load_pipeline
 from gridlrt.pipelines.expand import StagePlan, dag_text
 from gridlrt.pipelines.service import (
     CreatedPipeline,
@@ -308,9 +314,10 @@ def show(
     ] = None,
     pool: PoolOption = None,
 ) -> None:
-    """Draw a pipeline as text: every stage in DAG order with its step, how its tokens come
-    about (scatter, gather, one per token, after), priority and token count, and the stages
-    that wait for it; --png draws it as boxes and arrows (needs gridlrt[demo]).
+    """Draw a pipeline as text (a run in the pool, a pipeline file, or a built-in pipeline
+    such as cal-target when no run has that name): every stage in DAG order with its step, how
+    its tokens come about (scatter, gather, one per token, after), priority and token count,
+    and the stages that wait for it; --png draws it as boxes and arrows (needs gridlrt[demo]).
 
     Examples:
 
@@ -325,9 +332,14 @@ def show(
     if path.suffix == ".toml" or path.is_file():
         pipeline = load_pipeline(path)
     else:
-        with open_pool(settings(ctx, pool)) as opened:
-            record = pipeline_record(opened, what)
-        pipeline, plan = record.pipeline, record.plan
+        try:
+            with open_pool(settings(ctx, pool)) as opened:
+                record = pipeline_record(opened, what)
+            pipeline, plan = record.pipeline, record.plan
+        except (InputError, PoolUnavailable):
+            if what not in BUILTIN_PIPELINES:  # no such run, and no built-in pipeline either
+                raise
+            pipeline = load_pipeline(path)
     console.print(dag_text(pipeline, plan), highlight=False, markup=False)
     if png is not None:
         from gridlrt.pipelines.draw import draw_dag

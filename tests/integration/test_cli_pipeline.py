@@ -251,6 +251,11 @@ def test_pipeline_mistakes_are_one_line(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     unknown = gridlrt(env, "pipeline", "status", "nosuch", check=False)
     assert unknown.returncode != 0 and len(unknown.stderr.strip().splitlines()) == 1
+    # the built-in pipeline by name, when no run has that name; an unknown name is one line
+    builtin = gridlrt(env, "pipeline", "show", "cal-target").stdout
+    assert "cal_solve [cal-solve]" in builtin and "image [image]" in builtin
+    nosuch = gridlrt(env, "pipeline", "show", "nosuch", check=False)
+    assert nosuch.returncode == 3 and len(nosuch.stderr.strip().splitlines()) == 1
 
 
 def test_pipeline_run_creates_starts_local_pilots_and_waits(tmp_path: Path) -> None:
