@@ -1,5 +1,5 @@
 # gridlrt: two commands do everything.
-#   make demo   install what is missing, then run the main job on the embedded pool
+#   make demo   install what is missing, then run the main job (a verified reduction) here
 #   make test   install what is missing, start the real test services, run the tests
 #   (make unit  the fast layer only: tests/unit, pure functions, no services)
 PYTHON ?= python3
@@ -22,8 +22,13 @@ test: setup lint
 unit: setup
 	$(VENV)/bin/python -m pytest -p tests.unit.without_services tests/unit -q $(PYTEST_ARGS)
 
-# The main job on this machine: 8 synthetic subbands -> tokens in the embedded pool -> local
-# pilots (AOFlagger + DP3) -> results, a summary table and a progress plot. Safe to rerun.
+# The main job on this machine: a LOFAR calibrator -> target reduction of two synthetic
+# observations (8 subbands each) on the embedded pool with 2 local pilots: flag and average
+# (AOFlagger, DP3), solve the calibrator (DP3 gaincal, one clock per station), calibrate the
+# target, concatenate bands, image them (WSClean); then the verification table (recovered
+# clocks, amplitudes, source fluxes and positions against what was injected), where the images
+# are, and plots. About half a minute here; safe to rerun (nothing is redone).
+# gridlrt demo --no-calibration: the control run that must fail; --single-step: the first demo.
 demo: setup
 	$(VENV)/bin/gridlrt demo
 

@@ -28,6 +28,7 @@ computed again from the results.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -74,6 +75,7 @@ __all__ = [
     "plan_reduction",
     "run_name",
     "run_reduction",
+    "spec_label",
     "write_pipeline",
 ]
 
@@ -163,9 +165,17 @@ def worker_args(output_root: str) -> list[str]:
     return ["--output-root", output_root, "--heartbeat", "5s", "--poll-interval", "0.5s"]
 
 
-def run_name(calibrate: bool) -> str:
-    """``demo``, or ``demo-uncalibrated`` for the control run."""
-    return "demo" if calibrate else "demo-uncalibrated"
+def spec_label(spec: ReductionSpec) -> str:
+    """``demo`` for the default observations, ``demo-<6 hex>`` (from every field) for others:
+    the name of their runs and of their default work directory."""
+    if spec == ReductionSpec():
+        return "demo"
+    return "demo-" + hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:6]
+
+
+def run_name(spec: ReductionSpec, calibrate: bool = True) -> str:
+    """The run's name in the pool: :func:`spec_label`, ``-uncalibrated`` for the control run."""
+    return spec_label(spec) + ("" if calibrate else "-uncalibrated")
 
 
 def _shipped_definition() -> dict[str, Any]:
@@ -179,7 +189,7 @@ def pipeline_definition(spec: ReductionSpec, calibrate: bool = True) -> dict[str
     ``calibrate=False`` without the calibrator's stages, and the target's subbands prepared by
     ``flag-average`` with no ``after`` (the same data, no applycal)."""
     data = _shipped_definition()
-    data["name"] = run_name(calibrate)
+    data["name"] = run_name(spec, calibrate)
     stages: list[dict[str, Any]] = data["stage"]
     bands = [s for s in stages if s.get("step") == "concat"]
     if len(bands) != 1:
@@ -287,7 +297,7 @@ def plan_reduction(
     pilots to start."""
     truth, missing = plan_observations(workdir, spec)
     pipeline: Pipeline = validate_pipeline(pipeline_definition(spec, calibrate), "the demo")
-    expansion = expand(pipeline, _lists(workdir, truth, calibrate), run=run_name(calibrate))
+    expansion = expand(pipeline, _lists(workdir, truth, calibrate), run=run_name(spec, calibrate))
     ids = [t.id for t in expansion.tokens]
     try:
         existing = pool.by_id(ids)
@@ -506,7 +516,7 @@ def run_reduction(
     report(ReductionProgress(phase="making observations"))
     observations = make_observations(workdir, spec)
     truth = Truth.model_validate_json(observations.truth_file.read_text())
-    run = run_name(calibrate)
+    run = run_name(spec, calibrate)
     run_dir = workdir / run
     definition = write_pipeline(run_dir, spec, calibrate)
     lists = {"target": observations.target.list_file}
