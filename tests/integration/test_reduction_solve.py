@@ -131,9 +131,11 @@ def test_the_apply_flag_average_step_applies_them(
     token = new_token("target_SB110", inputs=f"file:///lta/{target.name}.tar", step="x")
     token = token.model_copy(
         update={
+            "pipeline": "cal-target",
+            "stage": "target_prep",
             "extra_inputs": {
                 "cal_solve": [f"{outputs}/cal_solutions.h5", f"{outputs}/solutions.json"]
-            }
+            },
         }
     )
     step = load_step("apply-flag-average")

@@ -33,7 +33,9 @@ def test_stations_the_first_is_the_reference_and_the_others_are_corrupted() -> N
     reference, *others = truth.stations
     assert reference.phase_rad == 0.0 and reference.clock_s == 0.0
     assert all(0.6 <= s.amplitude <= 1.4 for s in truth.stations)
-    assert all(abs(s.clock_s) <= 200e-9 for s in others)
+    assert all(abs(s.clock_s) <= 1.2e-6 for s in others)
+    # some beyond the clock goal (0.512 us): uncalibrated clocks must fail the check too
+    assert sum(abs(s.clock_s) > 0.6e-6 for s in others) >= 3
     assert len({round(s.clock_s, 12) for s in others}) == len(others)
     assert max(abs(s.phase_rad) for s in others) > 1.0  # not small: uncalibrated data is wrong
     assert all(s.amplitude_drift == 0.0 and s.mean_amplitude == s.amplitude for s in others)
