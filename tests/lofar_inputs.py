@@ -21,6 +21,11 @@ def lta_tarball(ms: Path, into: Path, suffix: str = "_3d78b8f1") -> Path:
 
 def put_input(webdav: WebDAV, area: str, ms: Path, tmp_path: Path) -> str:
     """Upload ``ms`` as an LTA tarball to ``<area>/lta/`` on WebDAV; return its dav:// URL."""
-    tar = lta_tarball(ms, tmp_path / "lta")
-    Storage().copy(tar.as_uri(), webdav.dav_url(f"{area}/lta/{tar.name}"))
-    return webdav.dav_url(f"{area}/lta/{tar.name}")
+    return put_tarball(webdav, area, lta_tarball(ms, tmp_path / "lta"))
+
+
+def put_tarball(webdav: WebDAV, area: str, tarball: Path) -> str:
+    """Upload an LTA tarball as it is to ``<area>/lta/`` on WebDAV; return its dav:// URL."""
+    url = webdav.dav_url(f"{area}/lta/{tarball.name}")
+    Storage().copy(tarball.as_uri(), url)
+    return url
