@@ -26,7 +26,6 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "casacore": ("python-casacore", "worker"),
     "dp3": ("dp3", "worker"),
     "losoto": ("losoto", "reduction"),
-    "tables": ("tables", "reduction"),
     "astropy": ("astropy", "reduction"),
     "matplotlib": ("matplotlib", "demo"),
 }

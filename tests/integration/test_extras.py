@@ -1,5 +1,5 @@
-"""The light core and its extras: numpy, python-casacore, DP3 and matplotlib are optional
-(``gridlrt[worker]``, ``gridlrt[demo]``), and a command that needs a missing one says which
+"""The light core and its extras: numpy, python-casacore, DP3, LOSOTO, astropy and matplotlib
+are optional (``gridlrt[worker]``, ``gridlrt[reduction]``, ``gridlrt[demo]``), and a command that needs a missing one says which
 extra to install, in one line. The missing package is simulated with ``sys.modules[name] =
 None`` (its import then raises ImportError), so these tests run in the full test venv."""
 
@@ -17,7 +17,7 @@ from packaging.requirements import Requirement
 from gridlrt.errors import ConfigError
 from gridlrt.extras import EXTRAS, needs_extra
 
-HEAVY = {"numpy", "python-casacore", "dp3", "matplotlib"}
+HEAVY = {"numpy", "python-casacore", "dp3", "losoto", "astropy", "matplotlib"}
 
 
 def test_the_core_install_is_light_and_the_extras_bring_the_rest() -> None:
@@ -30,7 +30,8 @@ def test_the_core_install_is_light_and_the_extras_bring_the_rest() -> None:
         return {r.name for r in requirements if r.marker and r.marker.evaluate({"extra": name})}
 
     assert extra("worker") == {"numpy", "python-casacore", "dp3"}
-    assert extra("demo") == {"gridlrt", "matplotlib"}  # gridlrt[worker] + matplotlib
+    assert extra("reduction") == {"gridlrt", "losoto", "astropy"}  # gridlrt[worker] + these
+    assert extra("demo") == {"gridlrt", "matplotlib"}  # gridlrt[reduction] + matplotlib
     assert "gridlrt" in extra("test")  # gridlrt[demo]: make test and make demo need it all
     assert {dist for dist, _ in EXTRAS.values()} == HEAVY
 
