@@ -16,7 +16,7 @@ from typing import Any
 from uuid import uuid4
 
 from gridlrt.demo.observations import ReductionSpec, Truth, band_subbands, make_observations
-from gridlrt.demo.reduction import BandImages, _verify, write_pipeline
+from gridlrt.demo.reduction import BandImages, verify_products, write_pipeline
 from gridlrt.demo.verify import SourceCheck, StationCheck, Verification, band_frequency_hz
 from gridlrt.reduction.measure import ImageMeasurement
 from gridlrt.storage import Storage
@@ -193,7 +193,7 @@ def verify_run(
 ) -> tuple[Verification, dict[str, ImageMeasurement]]:
     """The band images measured where ``truth`` put the target's sources, and everything
     compared with ``truth``: the demo's own verification (gridlrt.demo.reduction)."""
-    return _verify(truth, summary, images)
+    return verify_products(truth, summary, images)
 
 
 def check_run(

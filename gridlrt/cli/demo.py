@@ -8,11 +8,13 @@ from a runtime bundle that leaves the demo out."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -280,14 +282,19 @@ def verification_tables(result: ReductionResult) -> tuple[Table, Table]:
     verdict = "[green]PASSED[/]" if check.passed else "[bold red]FAILED[/]"
     what = "calibrated" if check.calibrated else "uncalibrated control (expected to fail)"
     stations = Table(
-        title=f"verification, {what}: {verdict}\nstations: clock relative to "
+        box=box.SIMPLE_HEAD,
+        title=f"verification, {what}: {verdict}\nstations: clock (ns) relative to "
         f"{check.reference_station} within {tol.clock_s * 1e6:.3f} us, amplitude within "
         f"{tol.amplitude:.0%}",
         title_justify="left",
     )
-    for column in ("station", "clock in (ns)", "clock out (ns)", "error (ns)", "amp in",
-                   "amp out", "error", ""):  # fmt: skip
-        stations.add_column(column, justify="left" if column == "station" else "right")
+    for column in ("station", "clock in", "out", "error", "amp in", "out", "error", ""):
+        stations.add_column(
+            column,
+            justify="left" if column == "station" else "right",
+            no_wrap=True,
+            min_width=max(len(column), 4),
+        )
     for row in check.stations:
         stations.add_row(
             row.station + (" (ref)" if row.reference else ""),
@@ -300,16 +307,21 @@ def verification_tables(result: ReductionResult) -> tuple[Table, Table]:
             _mark(row.passed) + (f" {row.problem}" if row.problem else ""),
         )
     sources = Table(
-        title=f"sources: peak within {tol.flux:.0%} of the injected flux at the band's centre, "
-        f"position within {tol.position_px:g} pixel",
+        box=box.SIMPLE_HEAD,
+        title=f"sources: peak (Jy/beam) within {tol.flux:.0%} of the injected flux (Jy) at "
+        f"the band's centre, position within {tol.position_px:g} pixel (offset in pixels)",
         title_justify="left",
     )
-    for column in ("band", "source", "MHz", "flux in (Jy)", "peak out (Jy/beam)", "error",
-                   "offset (px)", "S/N", ""):  # fmt: skip
-        sources.add_column(column, justify="left" if column in ("band", "source") else "right")
+    for column in ("band", "source", "MHz", "flux in", "out", "error", "offset", "S/N", ""):
+        sources.add_column(
+            column,
+            justify="left" if column in ("band", "source") else "right",
+            no_wrap=True,
+            min_width=max(len(column), 4),
+        )
     for found in check.sources:
         sources.add_row(
-            found.band,
+            re.sub(r"^L\d+_", "", found.band),  # the target's L number is in the title
             found.source,
             f"{found.frequency_hz / 1e6:.2f}",
             _number(found.injected_flux_jy, digits=2),

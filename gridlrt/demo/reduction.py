@@ -76,6 +76,7 @@ __all__ = [
     "run_name",
     "run_reduction",
     "spec_label",
+    "verify_products",
     "write_pipeline",
 ]
 
@@ -551,7 +552,7 @@ def run_reduction(
     summary_path, solutions, images = _collect(tokens, truth)
     if calibrate and summary_path is None:
         raise GridlrtError(f"run {run}: cal_solve kept no solutions.json; see its token")
-    verification, measurements = _verify(truth, summary_path, images)
+    verification, measurements = verify_products(truth, summary_path, images)
     plots = _plots(run_dir, truth, tokens, created.plan, summary_path, images, measurements)
     result = ReductionResult(
         run=run,
@@ -576,10 +577,11 @@ def run_reduction(
     return result
 
 
-def _verify(
+def verify_products(
     truth: Truth, summary_path: Path | None, images: list[BandImages]
 ) -> tuple[Verification, dict[str, ImageMeasurement]]:
-    """Measure every band image at the truth's source positions, then compare."""
+    """Measure every band image at the truth's source positions, then compare with the truth
+    (also how the Slurm and DIRAC tests judge products they downloaded from grid storage)."""
     with needs_extra("the demo's verification"):
         from gridlrt.reduction.measure import ExpectedSource, measure_sources
         from gridlrt.reduction.solve import CalibrationSummary

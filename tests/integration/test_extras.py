@@ -1,7 +1,8 @@
 """The light core and its extras: numpy, python-casacore, DP3, LOSOTO, astropy and matplotlib
-are optional (``gridlrt[worker]``, ``gridlrt[reduction]``, ``gridlrt[demo]``), and a command that needs a missing one says which
-extra to install, in one line. The missing package is simulated with ``sys.modules[name] =
-None`` (its import then raises ImportError), so these tests run in the full test venv."""
+are optional (``gridlrt[worker]``, ``gridlrt[reduction]``, ``gridlrt[demo]``), and a command
+that needs a missing one says which extra to install, in one line. The missing package is
+simulated with ``sys.modules[name] = None`` (its import then raises ImportError), so these
+tests run in the full test venv."""
 
 from __future__ import annotations
 
