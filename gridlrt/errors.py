@@ -248,3 +248,16 @@ class JobNotFound(SubmitError):
     """No job record with that id in the pool."""
 
     exit_code = ExitCode.INPUT
+
+
+class ReductionError(GridlrtError):
+    """A reduction program (DP3 gaincal in cal-solve, WSClean in image) failed on a node, or
+    its results cannot be used; the message names the program's log."""
+
+
+class CalSolveError(ReductionError):
+    """DP3 gaincal failed on a calibrator subband, or the solutions cannot be combined."""
+
+
+class WSCleanError(ReductionError):
+    """WSClean could not start, failed or did not finish in time."""

@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ValidationError
 
-from gridlrt.errors import GridlrtError, InputError
+from gridlrt.errors import GridlrtError, InputError, WSCleanError
 from gridlrt.extras import needs_extra
 from gridlrt.reduction.measure import image_plane
 from gridlrt.reduction.wsclean import (
@@ -43,7 +43,6 @@ from gridlrt.reduction.wsclean import (
     DEFAULT_OVERSAMPLE,
     ImagingSettings,
     UVExtent,
-    WSCleanError,
     choose_image_size,
     choose_pixel_scale,
     read_uv_extent,

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
-from gridlrt.errors import GridlrtError, InputError
+from gridlrt.errors import CalSolveError, GridlrtError, InputError
 from gridlrt.reduction.clock import (
     DEFAULT_MAX_CLOCK_S,
     ClockFit,
@@ -55,10 +55,6 @@ PHASE_MODEL = (
 )
 #: Most points of the amplitude grid written to the H5parm.
 MAX_AMPLITUDE_GRID = 2048
-
-
-class CalSolveError(GridlrtError):
-    """DP3 gaincal failed on a subband, or the solutions cannot be combined."""
 
 
 class SolutionPoint(BaseModel):

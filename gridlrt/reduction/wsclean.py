@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gridlrt.errors import ConfigError, GridlrtError, InputError
+from gridlrt.errors import ConfigError, InputError, WSCleanError
 from gridlrt.extras import needs_extra
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,6 @@ DEFAULT_OVERSAMPLE = 5.0
 #: The field :func:`choose_image_size` covers by default: ±3 degrees, a little more than the
 #: HBA core station beam's main lobe (FWHM ~4-5 degrees at 120-150 MHz).
 DEFAULT_FIELD_DEG = 6.0
-
-
-class WSCleanError(GridlrtError):
-    """WSClean could not start, failed or did not finish in time; the message names its log."""
 
 
 class ImagingSettings(BaseModel):

@@ -15,19 +15,20 @@ from astropy.io import fits  # type: ignore[import-untyped]
 from PIL import Image
 
 from gridlrt.demo.synthetic_ms import SyntheticMSSpec
+from gridlrt.errors import WSCleanError
 from gridlrt.reduction.image import ImageProducts, image_band, imaging_settings, main
 from gridlrt.reduction.measure import ExpectedSource, ImageMeasurement, measure_sources
-from gridlrt.reduction.wsclean import (
-    WSCleanError,
-    find_wsclean,
-    read_uv_extent,
-    wsclean_version,
-)
+from gridlrt.reduction.wsclean import find_wsclean, read_uv_extent, wsclean_version
 from gridlrt.tokens import new_token
 from gridlrt.worker.plan import plan_token
 from gridlrt.worker.steps import load_step
 
-pytestmark = pytest.mark.skipif(find_wsclean() is None, reason="wsclean is not installed")
+
+@pytest.fixture(autouse=True)
+def _wsclean() -> None:
+    """WSClean is a required component here (make setup installs Debian's): fail, never skip."""
+    assert find_wsclean() is not None, "wsclean is not on PATH; run make setup"
+
 
 BAND = dict(stations=12, channels=16, timeslots=60)
 SUBBANDS = (100, 101, 102, 103)
