@@ -284,7 +284,7 @@ def verification_tables(result: ReductionResult) -> tuple[Table, Table]:
     stations = Table(
         box=box.SIMPLE_HEAD,
         title=f"verification, {what}: {verdict}\nstations: clock (ns) relative to "
-        f"{check.reference_station} within {tol.clock_s * 1e6:.3f} us, amplitude within "
+        f"{check.reference_station}* within {tol.clock_s * 1e6:.3f} us, amplitude within "
         f"{tol.amplitude:.0%}",
         title_justify="left",
     )
@@ -293,11 +293,11 @@ def verification_tables(result: ReductionResult) -> tuple[Table, Table]:
             column,
             justify="left" if column == "station" else "right",
             no_wrap=True,
-            min_width=max(len(column), 4),
+            min_width=max(len(column), 5),
         )
     for row in check.stations:
         stations.add_row(
-            row.station + (" (ref)" if row.reference else ""),
+            row.station + ("*" if row.reference else ""),
             _number(row.injected_clock_s, 1e9, 1, sign=True),
             _number(row.recovered_clock_s, 1e9, 1, sign=True),
             _number(row.clock_error_s, 1e9, 2, sign=True),
@@ -317,7 +317,7 @@ def verification_tables(result: ReductionResult) -> tuple[Table, Table]:
             column,
             justify="left" if column in ("band", "source") else "right",
             no_wrap=True,
-            min_width=max(len(column), 4),
+            min_width=max(len(column), 5),
         )
     for found in check.sources:
         sources.add_row(
