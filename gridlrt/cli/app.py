@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from gridlrt import __version__
 from gridlrt.cli.common import err_console
+from gridlrt.cli.data import data_app
 from gridlrt.cli.demo import demo_command
 from gridlrt.cli.doctor import doctor_command
 from gridlrt.cli.helpfmt import use_plain_metavars
@@ -77,6 +78,7 @@ app.add_typer(ms_app, name="ms")
 app.add_typer(worker_app, name="worker")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(storage_app, name="storage")
+app.add_typer(data_app, name="data")
 app.command("submit")(submit_command)
 app.add_typer(jobs_app, name="jobs")
 app.command("status")(status_command)
