@@ -341,6 +341,39 @@ class Storage:
         names: list[str] = self._retrying(lambda: self._call("list", target, "listdir", target))[0]
         return sorted(n for n in names if n not in (".", ".."))
 
+    def scandir(self, url: Location) -> list[tuple[str, StatInfo]]:
+        """The names in directory ``url`` with their stat, from one listing (gfal2's
+        ``readpp``: one PROPFIND for WebDAV, one MLSD for GridFTP, one ``ls -l`` for SRM),
+        sorted by name (no ``.``/``..``). Where a protocol cannot, :class:`StorageNotSupported`
+        (then :meth:`listdir` and :meth:`stat` each name)."""
+        target = self._checked(url)
+        gfal2 = gfal2_module()
+
+        def once() -> list[tuple[str, StatInfo]]:
+            found: list[tuple[str, StatInfo]] = []
+            with self._context() as ctx:
+                try:
+                    handle = ctx.opendir(target)
+                    while True:
+                        dirent, st = handle.readpp()
+                        if dirent is None:
+                            break
+                        if dirent.d_name in (".", ".."):
+                            continue
+                        is_dir = statmodule.S_ISDIR(st.st_mode)
+                        info = StatInfo(
+                            size=0 if is_dir else int(st.st_size),
+                            is_dir=is_dir,
+                            mtime=float(st.st_mtime),
+                            mode=int(st.st_mode),
+                        )
+                        found.append((dirent.d_name, info))
+                except gfal2.GError as exc:
+                    raise storage_error("list", target, exc.code, exc.message) from exc
+            return sorted(found, key=lambda item: item[0])
+
+        return self._retrying(once)[0]
+
     def mkdir(self, url: Location, parents: bool = True) -> None:
         """Create directory ``url``. ``parents=True``: also its parents, and fine if it exists."""
         target = self._checked(url)
