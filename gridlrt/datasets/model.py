@@ -183,7 +183,9 @@ def summarize(dataset: Dataset, expected: Sequence[int] | None = None) -> Datase
     else:
         span = range(subbands[0], subbands[-1] + 1) if subbands else []
     present = set(subbands)
-    counts = Counter(e.label for e in entries)
+    # the same subband twice, or (files without a subband) the same URL twice: band.MS.tar in
+    # several group directories is not a duplicate
+    counts = Counter(e.label if e.subband is not None else e.url for e in entries)
     freqs = [e.frequency_hz for e in entries if e.frequency_hz is not None]
     flags = [e.flagged_fraction for e in entries if e.flagged_fraction is not None]
     return DatasetSummary(

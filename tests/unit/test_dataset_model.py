@@ -115,3 +115,14 @@ def test_broken_files_are_one_line_errors(tmp_path: Path, text: str, needle: str
     assert needle in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(InputError, match="no such dataset file"):
         read_dataset(tmp_path / "missing.jsonl")
+
+
+def test_files_of_one_name_in_several_directories_are_not_duplicates() -> None:
+    bands = Dataset(
+        entries=[
+            entry_for_url(f"file:///r/band/{g}/band.MS.tar") for g in ("SB000-009", "SB010-019")
+        ]
+    )
+    assert summarize(bands).duplicates == []
+    twice = Dataset(entries=bands.entries + bands.entries[:1])
+    assert summarize(twice).duplicates == ["file:///r/band/SB000-009/band.MS.tar"]
