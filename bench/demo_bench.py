@@ -1,5 +1,6 @@
-"""The main job on one machine, timed: the pilot sandbox build and ``gridlrt demo``'s trip
-(8 synthetic subbands, flag-average with AOFlagger + DP3, local pilots) with 1 and 2 pilots.
+"""The single-step demo on one machine, timed: the pilot sandbox build and
+``gridlrt demo --single-step``'s trip (8 synthetic subbands, flag-average with AOFlagger + DP3,
+local pilots) with 1 and 2 pilots. The main job, the reduction, is bench/reduction_bench.py.
 
     .venv/bin/python bench/demo_bench.py [--subbands 8] [--repeat 3]
 
