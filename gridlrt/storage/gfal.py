@@ -12,6 +12,10 @@ What it adds to gfal2:
   and only then renamed to its final name, so a reader never takes a half-written file for a
   result. Where the endpoint cannot rename, the copy is made in place and the result says so;
 * many-file transfers with a bounded number in flight and a progress callback;
+* bearer tokens (e.g. dCache macaroons) per URL prefix (:meth:`Storage.add_bearer`): handed
+  to gfal2 as a ``BEARER`` credential of each context, so the token is sent as
+  ``Authorization: Bearer ...`` to those URLs only, and never appears in a URL, a log line,
+  an error message or a command line;
 * the signal mask: creating a gfal2 context blocks almost every signal (SIGTERM, SIGINT,
   SIGCHLD, ...) in the calling thread, because the gridftp/srm plugins initialise globus; a
   child process started afterwards would inherit that mask and ignore SIGTERM. Every context
@@ -37,7 +41,7 @@ import stat as statmodule
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from os import PathLike
 from pathlib import Path
@@ -152,6 +156,30 @@ def new_context(op_timeout: float = DEFAULT_OP_TIMEOUT) -> Any:
     return ctx
 
 
+#: Schemes gfal2's http plugin treats alike; a credential set for one prefix is looked up by
+#: the URL as written, so it is set for each spelling.
+_SAME_SERVER = {"https": "davs", "davs": "https", "http": "dav", "dav": "http"}
+
+
+def bearer_prefixes(prefix: str) -> list[str]:
+    """The URL prefixes a bearer token for ``prefix`` is set for: ``prefix`` itself (with a
+    ``/`` after the host when it names only a server) and its dav(s)/http(s) twin. Only
+    http(s) and dav(s) URLs take bearer tokens (:class:`InputError` otherwise)."""
+    parts = urlsplit(prefix)
+    if parts.scheme.lower() not in _SAME_SERVER or not parts.netloc:
+        raise InputError(
+            f"a bearer token needs an http(s):// or dav(s):// URL prefix with a host, "
+            f"not {redact_url(prefix)!r}"
+        )
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        raise InputError(
+            f"bearer token prefix {redact_url(prefix)!r}: give only scheme://host[:port]/path"
+        )
+    scheme = parts.scheme.lower()
+    rest = f"{parts.netloc.lower()}{parts.path or '/'}"
+    return [f"{scheme}://{rest}", f"{_SAME_SERVER[scheme]}://{rest}"]
+
+
 def _local_file_mode(src: str, dst: str) -> None:
     """gfal2's file plugin creates every file 0755; make a local copy 0644, or 0755 only when
     its local source is executable."""
@@ -199,6 +227,8 @@ class Storage:
     :param backoff_max: the longest delay between two attempts.
     :param context_factory: makes gfal2 contexts (tests may pass a stand-in).
     :param sleep: how to wait between attempts (tests may record instead).
+    :param bearer: URL prefix -> bearer token (e.g. a dCache macaroon), as
+        :meth:`add_bearer` takes them.
     """
 
     def __init__(
@@ -211,6 +241,7 @@ class Storage:
         backoff_max: float = 60.0,
         context_factory: Callable[[], Any] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        bearer: Mapping[str, str] | None = None,
     ) -> None:
         if retries < 0:
             raise InputError(f"retries must be 0 or more, not {retries}")
@@ -228,6 +259,11 @@ class Storage:
         self._no_rename: set[str] = set()
         self._writing: dict[str, Path] = {}  # thread name -> local file gfal2 is writing
         self.retry_count = 0  # transient failures retried over this object's life
+        self._bearers: dict[str, str] = {}  # URL prefix -> token (never logged or shown)
+        self._bearer_generation = 0
+        self._context_generation: dict[int, int] = {}  # id(context) -> bearers it has
+        for prefix, token in (bearer or {}).items():
+            self.add_bearer(prefix, token)
         # One context right away: errors about gfal2 itself surface at construction, and
         # the signal mask is settled before any child process is started.
         self._release(self._acquire())
@@ -239,9 +275,55 @@ class Storage:
             ctx = self._idle.pop() if self._idle else None
         if ctx is None:
             ctx = self._factory()
+        self._give_bearers(ctx)
         with self._lock:
             self._busy.append(ctx)
         return ctx
+
+    # -- bearer tokens ------------------------------------------------------------------------
+
+    def add_bearer(self, prefix: str, token: str) -> None:
+        """Send ``token`` as ``Authorization: Bearer <token>`` with every request to a URL
+        starting with ``prefix`` (``https://host:port/`` or a deeper path; its ``davs://``
+        twin too), e.g. a dCache macaroon for the WebDAV door of an LTA site.
+
+        The token lives only in this object and in its gfal2 contexts (gfal2's ``BEARER``
+        credential, set with ``cred_set`` on each context): never in a URL, so never in a log
+        line, an error message or a result. URLs outside ``prefix`` never see it.
+        """
+        if not token or any(c.isspace() for c in token):
+            raise InputError(f"the bearer token for {redact_url(prefix)} is empty or has spaces")
+        prefixes = bearer_prefixes(prefix)
+        with self._lock:
+            for each in prefixes:
+                self._bearers[each] = token
+            self._bearer_generation += 1
+
+    @property
+    def bearer_prefixes(self) -> list[str]:
+        """The URL prefixes that get a bearer token (the tokens themselves are not shown)."""
+        with self._lock:
+            return sorted(self._bearers)
+
+    def _give_bearers(self, ctx: Any) -> None:
+        """Set every bearer token on ``ctx`` that it does not have yet."""
+        with self._lock:
+            generation = self._bearer_generation
+            if self._context_generation.get(id(ctx), 0) == generation:
+                return
+            bearers = list(self._bearers.items())
+        gfal2 = gfal2_module()
+        for prefix, token in bearers:
+            try:
+                ctx.cred_set(prefix, ctx.cred_new("BEARER", token))
+            except (gfal2.GError, AttributeError) as exc:
+                raise StorageError(
+                    f"gfal2 here cannot take a bearer token for {prefix} "
+                    f"({getattr(exc, 'message', None) or type(exc).__name__}); gfal2 >= 2.20 "
+                    "with its http plugin is needed"
+                ) from None
+        with self._lock:
+            self._context_generation[id(ctx)] = generation
 
     def _release(self, ctx: Any) -> None:
         with self._lock:
