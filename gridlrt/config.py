@@ -114,7 +114,12 @@ class Settings(BaseSettings):
     )
     lta_credentials: Path = Field(
         default_factory=lambda: Path.home() / ".stagingrc",
-        description="LTA stager credentials (user=/password= for v1, api_token= for StageIT)",
+        description="LTA stager credentials (api_token= for StageIT; user=/password= for v1)",
+    )
+    lta_protocol: str | None = Field(
+        default=None,
+        description="LTA stager protocol: stageit (the default, current service) or v1 "
+        "(the legacy XML-RPC service, only when chosen)",
     )
     awe_config: Path = Field(
         default_factory=lambda: Path.home() / ".awe" / "Environment.cfg",

@@ -30,7 +30,11 @@ from pathlib import Path
 from gridlrt.config import Settings
 from gridlrt.errors import CredentialsError, InputError, StagingError
 from gridlrt.staging import open_stager, service_url
-from gridlrt.staging.credentials import load_lta_credentials, requested_protocol
+from gridlrt.staging.credentials import (
+    DEFAULT_PROTOCOL,
+    load_lta_credentials,
+    requested_protocol,
+)
 from gridlrt.staging.lists import Duplicate, read_srm_list, read_url_list
 from gridlrt.staging.ranges import format_ranges
 from gridlrt.staging.records import RequestStore
@@ -135,11 +139,12 @@ def dry_run_target(
     settings: SettingsSource, protocol: str | None = None, stager_url: str | None = None
 ) -> Target:
     """The protocol and service URL a submission would use. Without usable credentials the
-    requested protocol (default StageIT) is assumed and the problem returned, not raised."""
+    chosen protocol (default StageIT) is assumed and the problem returned, not raised."""
+    loaded = _settings(settings)
     try:
-        creds = load_lta_credentials(_settings(settings), protocol)
+        creds = load_lta_credentials(loaded, protocol)
     except CredentialsError as exc:
-        chosen: Protocol = requested_protocol(protocol) or "stageit"
+        chosen: Protocol = requested_protocol(protocol, loaded) or DEFAULT_PROTOCOL
         return Target(chosen, service_url(chosen, stager_url), str(exc))
     return Target(creds.protocol, service_url(creds.protocol, stager_url, creds.hostname))
 

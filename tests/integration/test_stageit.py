@@ -194,21 +194,37 @@ def test_token_in_stagingrc_means_stageit(home: Path, fake: FakeStageIT) -> None
     assert fake.submitted() == 1
 
 
-def test_user_password_means_v1_and_awe_is_a_fallback(
+def test_v1_credentials_are_used_only_when_v1_is_chosen(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    secret(home / ".stagingrc", "user=bob\npassword=pw2\n")
+    with pytest.raises(CredentialsError) as refused:
+        load_lta_credentials(load_settings())  # StageIT is the default: no silent v1
+    message = str(refused.value)
+    assert "\n" not in message and "pw2" not in message
+    assert message.startswith(f"{home / '.stagingrc'} has only v1 credentials")
+    assert "put api_token=..." in message and "--protocol v1" in message
+    assert "GRIDLRT_LTA_PROTOCOL=v1" in message
+    (home / ".stagingrc").unlink()
+    with pytest.raises(CredentialsError, match="no StageIT API token"):
+        open_stager(load_settings(), "stageit")
+
     secret(home / ".awe" / "Environment.cfg", "database_user : ann\ndatabase_password : pw\n")
-    creds = load_lta_credentials(load_settings())
+    creds = load_lta_credentials(load_settings(), "v1")
     assert (creds.protocol, creds.user, creds.source) == (
         "v1", "ann", str(home / ".awe" / "Environment.cfg"),
     )  # fmt: skip
     secret(home / ".stagingrc", "user=bob\npassword=pw2\n")
-    assert load_lta_credentials(load_settings()).user == "bob"
+    assert load_lta_credentials(load_settings(), "v1").user == "bob"
     monkeypatch.setenv("GRIDLRT_STAGER_URL", "http://127.0.0.1:9/xmlrpc")
-    stager = open_stager(load_settings())
+    stager = open_stager(load_settings(), "v1")
     assert isinstance(stager, LtaV1Stager) and stager.service == "http://127.0.0.1:9/xmlrpc"
-    with pytest.raises(CredentialsError, match="no StageIT token: put api_token="):
-        open_stager(load_settings(), "stageit")
+    # chosen in the settings file
+    (home / "v1.toml").write_text('lta_protocol = "v1"\n')
+    monkeypatch.setenv("GRIDLRT_CONFIG", str(home / "v1.toml"))
+    assert isinstance(open_stager(load_settings()), LtaV1Stager)
+    with pytest.raises(CredentialsError, match="has only v1 credentials"):
+        open_stager(load_settings(), "stageit")  # the option wins over the setting
 
 
 def test_environment_wins_and_protocol_can_be_forced(
@@ -219,19 +235,21 @@ def test_environment_wins_and_protocol_can_be_forced(
     assert load_lta_credentials(load_settings(), "v1").user == "bob"
     monkeypatch.setenv("GRIDLRT_LTA_PROTOCOL", "v1")
     assert load_lta_credentials(load_settings()).protocol == "v1"
+    assert load_lta_credentials(load_settings(), "stageit").protocol == "stageit"
     monkeypatch.delenv("GRIDLRT_LTA_PROTOCOL")
+    assert load_lta_credentials(load_settings(), "auto").protocol == "stageit"
     monkeypatch.setenv("GRIDLRT_LTA_TOKEN", "from-env")
     creds = load_lta_credentials(load_settings())
     assert creds.source == "GRIDLRT_LTA_TOKEN" and creds.token is not None
     assert creds.token.get_secret_value() == "from-env"
     monkeypatch.setenv("GRIDLRT_STAGEIT_URL", "http://127.0.0.1:9/stageit/api/staging/")
     assert open_stager(load_settings()).service == "http://127.0.0.1:9/stageit/api/staging/"
-    with pytest.raises(InputError, match="choose v1, stageit or auto"):
+    with pytest.raises(InputError, match=r"choose stageit \(the default\) or v1"):
         load_lta_credentials(load_settings(), "v3")
 
 
 def test_missing_or_unsafe_credentials(home: Path) -> None:
-    with pytest.raises(CredentialsError, match="no LTA credentials: put api_token="):
+    with pytest.raises(CredentialsError, match="no StageIT API token for the LTA stager: put api_"):
         open_stager(load_settings())
     rc = secret(home / ".stagingrc", f"api_token={TOKEN}\n")
     rc.chmod(0o644)

@@ -177,7 +177,9 @@ def test_dry_run_target_without_credentials_still_names_the_service(
     assert target.problem is not None and ".stagingrc" in target.problem
     assert dry_run_target(settings, "v1", "http://127.0.0.1:9/x").service == "http://127.0.0.1:9/x"
     stagingrc(home, "user=ann\npassword=pw\n")
-    target = dry_run_target(lambda: load_settings())
+    target = dry_run_target(lambda: load_settings())  # v1 only when chosen
+    assert target.protocol == "stageit" and "has only v1 credentials" in str(target.problem)
+    target = dry_run_target(lambda: load_settings(), "v1")
     assert (target.protocol, target.problem) == ("v1", None)
     assert target.service == "https://webportal.astron.nl/service-public/xmlrpc"
 
