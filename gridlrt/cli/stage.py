@@ -20,16 +20,19 @@ from rich.table import Table
 from gridlrt.cli.common import console, duration, err_console, settings
 from gridlrt.errors import InputError
 from gridlrt.staging import open_stager
+from gridlrt.staging.download import DownloadPlan
 from gridlrt.staging.records import RequestStore
 from gridlrt.staging.service import (
     Selection,
     abort_request,
     dry_run_target,
+    latest_record,
     locality_targets,
     plan_submission,
     refresh,
     request_status,
     select_surls,
+    stager_for,
     submit_requests,
     wait_for,
 )
@@ -53,8 +56,10 @@ stage_app = typer.Typer(
     "  gridlrt stage submit srm.txt --subbands 0..243 --wait\n\n"
     "  gridlrt stage status\n\n"
     "  gridlrt stage check srm.txt\n\n"
-    "Credentials: ~/.stagingrc (chmod 600) with api_token=... (StageIT) or user=/password= "
-    "(v1 XML-RPC), or GRIDLRT_LTA_TOKEN / GRIDLRT_LTA_USER + GRIDLRT_LTA_PASSWORD.",
+    "  gridlrt stage download 40001 --to data/   (no grid certificate needed)\n\n"
+    "Credentials: ~/.stagingrc (chmod 600) with api_token=... for StageIT, the LTA's current "
+    "stager (or GRIDLRT_LTA_TOKEN). The legacy v1 XML-RPC stager (user=/password=) is used only "
+    "when chosen: --protocol v1 or GRIDLRT_LTA_PROTOCOL=v1.",
     no_args_is_help=True,
 )
 
@@ -95,8 +100,8 @@ ProtocolOption = Annotated[
     str | None,
     typer.Option(
         "--protocol",
-        help="stageit (v2, current), v1 (XML-RPC) or auto: from the credentials "
-        "(api_token= means StageIT). Default: $GRIDLRT_LTA_PROTOCOL or auto.",
+        help="stageit (the current LTA stager, API token) or v1 (legacy XML-RPC, user and "
+        "password). Default: the setting lta_protocol / $GRIDLRT_LTA_PROTOCOL, else stageit.",
         show_default=False,
     ),
 ]
@@ -608,3 +613,164 @@ def check_command(
         )
     if any(r.locality in (Locality.MISSING, Locality.UNKNOWN) for r in results):
         raise typer.Exit(1)
+
+
+# --- download -----------------------------------------------------------------------------------
+
+
+def _plan_for(
+    ctx: typer.Context, request_id: int, to: Path, protocol: str | None, stager_url: str | None
+) -> DownloadPlan:
+    from gridlrt.staging.download import plan_download
+
+    record = latest_record(RequestStore(), request_id)
+    with stager_for(lambda: settings(ctx), record, protocol, stager_url) as stager:
+        return plan_download(stager, request_id, to)
+
+
+def _macaroons_json(plan: DownloadPlan) -> list[dict[str, str | None]]:
+    return [
+        {
+            "site": m.site,
+            "door": door,
+            "valid_until": m.valid_until.isoformat() if m.valid_until else None,
+        }
+        for door, m in sorted(plan.macaroons.items())
+    ]
+
+
+@stage_app.command("download")
+def download_command(
+    ctx: typer.Context,
+    request_id: RequestIdArgument,
+    to: Annotated[
+        Path,
+        typer.Option("--to", metavar="DIR", help="Directory the files are downloaded into."),
+    ],
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Ask StageIT for the URLs and macaroons and show what would be downloaded "
+            "where; download nothing.",
+        ),
+    ] = False,
+    parallel: Annotated[
+        int, typer.Option("--parallel", min=1, max=64, help="Files downloaded at once.")
+    ] = 4,
+    protocol: ProtocolOption = None,
+    stager_url: StagerUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Download the staged files of a StageIT request over WebDAV with the request's
+    macaroons: no grid certificate needed. StageIT gives the WebDAV URLs and one macaroon per
+    LTA site; the macaroon is sent as a bearer token to that site's door only (never on a
+    command line, in a URL or a log). Every file is verified and renamed into place only
+    when complete; files already there with the right size are skipped, so a rerun
+    finishes an interrupted download.
+
+    Examples:
+
+      gridlrt stage download 40001 --to /data/L229507 --dry-run
+
+      gridlrt stage download 40001 --to /data/L229507 --parallel 8
+    """
+    from gridlrt.cli.storage import transfer_progress
+    from gridlrt.staging.download import download
+
+    plan = _plan_for(ctx, request_id, to, protocol, stager_url)
+    if dry_run:
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    {
+                        "request": request_id,
+                        "to": str(to),
+                        "files": [
+                            {"url": f.url, "destination": str(f.destination), "site": f.site}
+                            for f in plan.files
+                        ],
+                        "macaroons": _macaroons_json(plan),
+                    },
+                    indent=2,
+                )
+            )
+            return
+        table = Table(
+            title=f"would download {len(plan.files)} file(s) of staging request {request_id} "
+            f"into {to}",
+            title_justify="left",
+        )
+        for column in ("file", "site", "from"):
+            table.add_column(column, overflow="fold")
+        for f in plan.files:
+            table.add_row(f.destination.name, f.site, f.url)
+        console.print(table, highlight=False)
+        _say_macaroons(plan)
+        return
+    with transfer_progress(f"request {request_id}", enabled=not as_json) as progress:
+        done = download(plan, parallel=parallel, progress=progress)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "request": request_id,
+                    "downloaded": [r.model_dump(mode="json") for r in done.copied],
+                    "already_there": [str(f.destination) for f in done.skipped],
+                },
+                indent=2,
+            )
+        )
+        return
+    size = sum(r.size for r in done.copied)
+    seconds = max((r.seconds for r in done.copied), default=0.0)
+    how = ", ".join(sorted({r.verified for r in done.copied})) or "-"
+    console.print(
+        f"downloaded {len(done.copied)} file(s) of staging request {request_id} into {to} "
+        f"({size:,} bytes, verified: {how}"
+        + (f", {size / seconds / 1e6:.1f} MB/s" if seconds > 0 and size else "")
+        + ")"
+        + (f"; {len(done.skipped)} already there" if done.skipped else ""),
+        highlight=False,
+    )
+
+
+def _say_macaroons(plan: DownloadPlan) -> None:
+    for door, m in sorted(plan.macaroons.items()):
+        until = m.valid_until
+        when = f", valid until {until.isoformat(timespec='minutes')}" if until else ""
+        console.print(f"macaroon for {m.site or '?'} ({door}{when})", highlight=False)
+
+
+@stage_app.command("macaroons")
+def macaroons_command(
+    ctx: typer.Context,
+    request_id: RequestIdArgument,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Write the macaroons here (created 0600): '<WebDAV door> <macaroon>' lines.",
+        ),
+    ],
+    protocol: ProtocolOption = None,
+    stager_url: StagerUrlOption = None,
+) -> None:
+    """Save the macaroons of a StageIT request to a 0600 file, for downloads elsewhere: a
+    pilot given GRIDLRT_MACAROON_FILE=FILE reads the request's WebDAV URLs with them. The
+    macaroons are never printed.
+
+    Example: gridlrt stage macaroons 40001 -o ~/.config/gridlrt/L229507.macaroons
+    """
+    from gridlrt.staging.download import write_macaroon_file
+
+    plan = _plan_for(ctx, request_id, output.parent, protocol, stager_url)
+    write_macaroon_file(output, plan.bearers())
+    console.print(
+        f"wrote {len(plan.macaroons)} macaroon(s) of staging request {request_id} to {output} "
+        "(mode 0600)",
+        highlight=False,
+    )
+    _say_macaroons(plan)

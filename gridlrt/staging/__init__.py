@@ -6,10 +6,13 @@ Knows nothing of tokens or workers. The pieces:
 * :mod:`~gridlrt.staging.lists` — reading ``srm.txt`` with line-numbered errors;
 * :mod:`~gridlrt.staging.ranges` — LEDAMA ranges (``0..243..2``, ``1-3,7``);
 * :mod:`~gridlrt.staging.stager` — the :class:`Stager` contract and :class:`StagingState`;
-* :mod:`~gridlrt.staging.lta_v1`, :mod:`~gridlrt.staging.stageit` — the two services;
+* :mod:`~gridlrt.staging.stageit` (the default), :mod:`~gridlrt.staging.lta_v1` (legacy, only
+  when chosen) — the two services;
 * :mod:`~gridlrt.staging.credentials` — where the LTA secrets come from;
 * :mod:`~gridlrt.staging.records` — the local record of submitted requests;
 * :mod:`~gridlrt.staging.locality` — ONLINE/NEARLINE through the storage layer (gfal2);
+* :mod:`~gridlrt.staging.download` — per-site macaroons and the WebDAV URLs of a staged
+  request, downloaded through the storage layer with the macaroon as a bearer token;
 * :mod:`~gridlrt.staging.service` — what ``gridlrt stage`` does with these: submit and
   record, refresh the records (per service, tolerating one in trouble), status, abort.
 
@@ -83,9 +86,9 @@ def open_stager(
     backoff: float = 0.25,
     timeout: float = 60.0,
 ) -> Stager:
-    """A client for the LTA stager. ``protocol``: ``v1``, ``stageit`` or ``auto``/``None``
-    (``$GRIDLRT_LTA_PROTOCOL``, else whatever the credentials are for). Reads the
-    credentials now (see :mod:`gridlrt.staging.credentials`)."""
+    """A client for the LTA stager. ``protocol``: ``stageit``, ``v1`` (legacy, only when
+    chosen) or ``None``/``auto`` (the setting ``lta_protocol`` / ``$GRIDLRT_LTA_PROTOCOL``,
+    else StageIT). Reads the credentials now (see :mod:`gridlrt.staging.credentials`)."""
     from gridlrt.staging.credentials import load_lta_credentials
 
     creds = load_lta_credentials(settings, protocol)

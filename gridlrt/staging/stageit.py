@@ -7,10 +7,13 @@ of ``~/.stagingrc``, or ``$GRIDLRT_STAGEIT_URL``), authenticated with the header
 * ``POST requests/`` with ``{"surls": [...], "notify": false, "request_type": "stage"}``
   answers ``{"id": N}``;
 * ``PUT requests/<id>/abort/`` (202, empty body);
-* ``GET requests/<id>/convert2webdav/`` -> the WebDAV URLs of a staged request;
+* ``GET requests/<id>/convert2webdav/`` -> the WebDAV URLs of a staged request (a list);
 * ``POST graphql/`` with ``{ request(id: N) { currentStatus surls { surl } response } }``:
   ``response`` is a JSON text with ``online`` (staged SURLs), ``progressing`` and ``errors``
-  (SURL -> message).
+  (SURL -> message);
+* ``POST graphql/`` with ``{ request(id: N) { macaroons { content validUntil ltaSite { name }
+  } } }``: the per-site macaroons (bearer tokens for the sites' WebDAV doors) of a request,
+  as the LTA's ``stager_access.get_macaroons`` asks for them.
 
 HTTP and GraphQL failures become :mod:`gridlrt.errors` one-liners; the token is only ever in
 the session header.
@@ -21,14 +24,16 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import requests
 import urllib3.exceptions
+from pydantic import SecretStr
 
 from gridlrt.config import strip_credentials
 from gridlrt.errors import StagerAuthError, StagingError, StagingRequestNotFound
-from gridlrt.staging.stager import Progress, Stager, StagingReport, StagingState
+from gridlrt.staging.stager import Macaroon, Progress, Stager, StagingReport, StagingState
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,7 @@ API_PATH = "/stageit/api/staging/"
 URL_ENV = "GRIDLRT_STAGEIT_URL"
 _REQUEST_QUERY = "{ request(id: %d) { id currentStatus surls { surl } response } }"
 _STATE_QUERY = "{ request(id: %d) { id currentStatus } }"
+_MACAROONS_QUERY = "{ request(id: %d) { macaroons { content, validUntil, ltaSite { name } } } }"
 
 
 def url_for_hostname(hostname: str) -> str:
@@ -262,3 +268,34 @@ class StageITStager(Stager):
         if not isinstance(answer, list):
             raise StagingError("StageIT answered convert2webdav with something that is not a list")
         return [str(u) for u in answer]
+
+    def macaroons(self, request_id: int) -> list[Macaroon]:
+        """The macaroons StageIT gives for a request, one per LTA site (usually one: a
+        request is at one site). Never logged; shown as ``*****``."""
+        node = self._request_node(request_id, _MACAROONS_QUERY)
+        entries = node.get("macaroons") or []
+        if not isinstance(entries, list):
+            raise StagingError("StageIT answered macaroons with something that is not a list")
+        found: list[Macaroon] = []
+        for entry in entries:
+            if not isinstance(entry, dict) or not entry.get("content"):
+                continue
+            site = entry.get("ltaSite") or {}
+            found.append(
+                Macaroon(
+                    site=str(site.get("name") or "") if isinstance(site, dict) else "",
+                    token=SecretStr(str(entry["content"]).strip()),
+                    valid_until=_when(entry.get("validUntil")),
+                )
+            )
+        return found
+
+
+def _when(value: Any) -> datetime | None:
+    """An ISO time from GraphQL, or None (absent or unreadable: the door decides)."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from gridlrt.errors import StagerUnavailable, StagingError, StagingTimeout
 from gridlrt.retry import Backoff, retry
@@ -103,6 +103,16 @@ class StagingReport(BaseModel):
     staged: list[str] = []
     failed: list[str] = []
     """SURLs that did not stage (known once the request finished, or reported as errors)."""
+
+
+class Macaroon(BaseModel):
+    """A bearer token StageIT hands out per request and LTA site, for WebDAV downloads of
+    the staged files (``Authorization: Bearer <macaroon>``). A secret: shown as ``*****``."""
+
+    site: str
+    """The LTA's name of the site (``SURF``, ``Juelich``, ``Poznan``)."""
+    token: SecretStr
+    valid_until: datetime | None = None
 
 
 class StagingRequest(BaseModel):
@@ -239,6 +249,22 @@ class Stager(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+    def webdav_urls(self, request_id: int) -> list[str]:
+        """The WebDAV URLs of the staged files of a request (StageIT only)."""
+        raise self._no_webdav(request_id)
+
+    def macaroons(self, request_id: int) -> list[Macaroon]:
+        """The per-site macaroons for downloading a request's files over WebDAV (StageIT
+        only)."""
+        raise self._no_webdav(request_id)
+
+    def _no_webdav(self, request_id: int) -> StagingError:
+        return StagingError(
+            f"the {self.protocol} stager gives no WebDAV URLs or macaroons for request "
+            f"{request_id}; StageIT does (api_token= in ~/.stagingrc), or copy the staged "
+            "files with a grid certificate (gridlrt storage copy)"
+        )
 
     # --- shared behaviour ----------------------------------------------------------------------
 

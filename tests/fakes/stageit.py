@@ -6,11 +6,16 @@ Under ``/stageit/api/staging/`` (the real base path), with ``Authorization: Toke
 * ``POST requests/`` ``{"surls": [...], "notify": bool, "request_type": "stage"}`` -> 201
   ``{"id": N, ...}`` (400 with field errors for a bad body);
 * ``PUT requests/<id>/abort/`` -> 202 with an empty body (404 for an unknown id);
-* ``GET requests/<id>/convert2webdav/`` -> the WebDAV URLs of the staged files;
+* ``GET requests/<id>/convert2webdav/`` -> a list of the WebDAV URLs of the staged files
+  (``webdav_door`` + the SURL's path);
 * ``POST graphql/`` ``{"query": "{ request(id: N) { id currentStatus surls { surl }
   response } }"}`` -> ``{"data": {"request": {...}}}``; only the fields named in the query
   are returned; ``response`` is a JSON *text* with ``online``, ``progressing`` and ``errors``,
   as graphene's JSONString gives it. An unknown id gives ``request: null`` and an error.
+* ``{ request(id: N) { macaroons { content, validUntil, ltaSite { name } } } }`` -> the
+  request's macaroons, one per site (``SURF``, ``Juelich``, ``Poznan``), once a file of it is
+  online (an empty list before): ``macaroon`` (one secret for every request, so that a test
+  WebDAV server can require it), valid for ``macaroon_hours`` from now.
 
 ``fail_next`` makes the next N requests answer 503. Runs in a thread on a free loopback port.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -28,6 +34,7 @@ from tests.fakes.server import LoopbackFake
 
 BASE = "/stageit/api/staging/"
 WEBDAV_DOOR = "https://webdav.grid.surfsara.nl:2881"
+SITE_NAMES = {"sara": "SURF", "juelich": "Juelich", "psnc": "Poznan"}  # host word -> LTA name
 _ID_IN_QUERY = re.compile(r"request\s*\(\s*id\s*:\s*\"?(\d+)\"?\s*\)")
 
 
@@ -101,9 +108,18 @@ class FakeStageIT(LoopbackFake):
     path = BASE
 
     def __init__(
-        self, tokens: dict[str, str] | None = None, archive: FakeArchive | None = None
+        self,
+        tokens: dict[str, str] | None = None,
+        archive: FakeArchive | None = None,
+        *,
+        webdav_door: str = WEBDAV_DOOR,
+        macaroon: str = "MDAxY2xvY2F0aW9uIGZha2UtbWFjYXJvb24K",
+        macaroon_hours: float = 168.0,
     ) -> None:
         super().__init__()
+        self.webdav_door = webdav_door.rstrip("/")
+        self.macaroon = macaroon
+        self.macaroon_hours = macaroon_hours
         self.tokens = tokens if tokens is not None else {"0123456789abcdef": "ann"}
         self.archive = archive or FakeArchive()
         self.fail_next = 0
@@ -135,7 +151,7 @@ class FakeStageIT(LoopbackFake):
             return 202, None
         if (method, action) == ("GET", "convert2webdav"):
             online = self.archive.view(request_id).online
-            return 200, [WEBDAV_DOOR + s.split(":8443", 1)[-1] for s in online]
+            return 200, [self.webdav_door + s.split(":8443", 1)[-1] for s in online]
         return 405, {"detail": f'Method "{method}" not allowed.'}
 
     def _create(self, user: str, body: Any) -> tuple[int, Any]:
@@ -175,8 +191,30 @@ class FakeStageIT(LoopbackFake):
             node["currentStatus"] = view.state
         if re.search(r"\bsurls\b", query):
             node["surls"] = [{"surl": s} for s in view.surls]
+        if re.search(r"\bmacaroons\b", query):
+            node["macaroons"] = self._macaroons(view.surls, view.online)
         if re.search(r"\bresponse\b", query):
             node["response"] = json.dumps(
                 {"online": view.online, "progressing": view.progressing, "errors": view.errors}
             )
         return 200, {"data": {"request": node}}
+
+    def _macaroons(self, surls: list[str], online: list[str]) -> list[dict[str, Any]]:
+        """One macaroon per site of the request, once something of it is online."""
+        if not online:
+            return []
+        sites = []
+        for surl in surls:
+            host = surl.split("/")[2].lower()
+            name = next((n for word, n in SITE_NAMES.items() if word in host), host)
+            if name not in sites:
+                sites.append(name)
+        until = datetime.now(UTC) + timedelta(hours=self.macaroon_hours)
+        return [
+            {
+                "content": self.macaroon,
+                "validUntil": until.isoformat(),
+                "ltaSite": {"name": name},
+            }
+            for name in sites
+        ]

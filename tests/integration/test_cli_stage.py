@@ -115,9 +115,12 @@ def assert_no_secrets(*texts: str) -> None:
 def test_help_teaches_with_examples(user: User) -> None:
     top = user.run("stage", "--help")
     assert top.returncode == 0
-    for word in ("list", "submit", "status", "abort", "check", "~/.stagingrc"):
+    for word in ("list", "submit", "status", "abort", "check", "download", "~/.stagingrc"):
         assert word in top.stdout
+    assert "legacy v1" in " ".join(top.stdout.split())
     for command, example in [
+        ("download", "gridlrt stage download 40001 --to /data/L229507 --dry-run"),
+        ("macaroons", "gridlrt stage macaroons 40001 -o"),
         ("list", "gridlrt stage list srm.txt --print gsiftp"),
         ("submit", "gridlrt stage submit srm.txt --dry-run"),
         ("status", "gridlrt stage status 40001 --json"),
@@ -319,9 +322,37 @@ def test_bad_token_is_one_clear_line(user: User, srm_txt: Path) -> None:
     assert not user.records.exists()
 
 
+def test_v1_credentials_alone_say_v1_is_legacy_and_how_to_choose_it(
+    user: User, srm_txt: Path
+) -> None:
+    user.stagingrc(f"user=ann\npassword={PASSWORD}\n")
+    result = user.run("stage", "submit", str(srm_txt))
+    line = one_error_line(result, ExitCode.CREDENTIALS)
+    assert line.startswith(f"error: {user.home / '.stagingrc'} has only v1 credentials")
+    assert "API token" in line and "--protocol v1" in line
+    assert user.stageit.http_requests == 0 and user.v1.http_requests == 0
+    assert_no_secrets(result.stdout, result.stderr)
+    chosen = user.run("stage", "submit", str(srm_txt), "--protocol", "v1")
+    assert chosen.returncode == 0, chosen.stderr
+    assert "(v1, " in chosen.stdout and user.v1.http_requests > 0
+    by_env = subprocess.run(
+        [GRIDLRT, "stage", "submit", str(srm_txt), "--subbands", "100"],
+        capture_output=True, text=True, check=False, timeout=120,
+        env={**user.env(), "GRIDLRT_LTA_PROTOCOL": "v1"},
+    )  # fmt: skip
+    assert by_env.returncode == 0 and "(v1, " in by_env.stdout, by_env.stderr
+
+
+def test_stageit_is_the_default_even_with_v1_credentials_too(user: User, srm_txt: Path) -> None:
+    result = user.run("stage", "submit", str(srm_txt))  # the rc has a token and user/password
+    assert result.returncode == 0, result.stderr
+    assert "(stageit, " in result.stdout
+    assert user.stageit.submitted() == 1 and user.v1.http_requests == 0
+
+
 def test_bad_v1_password_is_one_clear_line(user: User, srm_txt: Path) -> None:
     user.stagingrc("user=ann\npassword=wrong-pw-123\n")
-    result = user.run("stage", "submit", str(srm_txt))
+    result = user.run("stage", "submit", str(srm_txt), "--protocol", "v1")
     line = one_error_line(result, ExitCode.CREDENTIALS)
     assert line.startswith(f"error: LTA stager {user.v1.url} rejected the user and password")
     assert "wrong-pw-123" not in result.stdout + result.stderr

@@ -86,11 +86,16 @@ class WebDAV:
     ca_dir: Path
     log_dir: Path
     host: str = HOST
+    bearer_file: Path | None = None
+    """When set, the servers require ``Authorization: Bearer <its token>`` (or ``?authz=``)
+    and answer 401 without it, like a dCache door taking macaroons (default: anonymous)."""
     http_process: ServiceProcess = field(init=False, repr=False)
     https_process: ServiceProcess = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         base = [sys.executable, "-m", "tests.services.webdav_server", "--root", str(self.root)]
+        if self.bearer_file is not None:
+            base += ["--bearer-file", str(self.bearer_file)]
         self.http_process = ServiceProcess(
             "webdav (http)",
             [*base, "--port", str(self.port)],
@@ -168,8 +173,11 @@ class WebDAV:
             )
         else:
             conn = http.client.HTTPConnection(self.host, port, timeout=2)
+        headers = {}
+        if self.bearer_file is not None:
+            headers["Authorization"] = f"Bearer {self.bearer_file.read_text().strip()}"
         try:
-            conn.request("OPTIONS", "/")
+            conn.request("OPTIONS", "/", headers=headers)
             response = conn.getresponse()
             response.read()
             return response.status == 200 and "PROPFIND" in (response.getheader("Allow") or "")
@@ -250,3 +258,53 @@ def webdav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDAV]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@dataclass
+class MacaroonWebDAV:
+    """A :class:`WebDAV` pair that wants a macaroon, and that macaroon."""
+
+    server: WebDAV
+    macaroon: str
+
+    def refusals(self) -> list[str]:
+        """The 401 lines both servers logged (method, path and why; never a token)."""
+        lines: list[str] = []
+        for process in (self.server.http_process, self.server.https_process):
+            if process.log.exists():
+                lines += [ln for ln in process.log.read_text().splitlines() if " 401 " in ln]
+        return lines
+
+
+@pytest.fixture(scope="module")
+def macaroon_webdav(
+    webdav: WebDAV, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MacaroonWebDAV]:
+    """WebDAV servers (http + https, with the ``webdav`` fixture's certificate, so its TLS
+    trust applies) that refuse every request without ``Authorization: Bearer <macaroon>``
+    or ``?authz=<macaroon>`` (401). The macaroon is a fresh random one per module, read by
+    the servers from a 0600 file."""
+    import secrets
+
+    workdir = tmp_path_factory.mktemp("webdav-macaroon")
+    root = workdir / "root"
+    root.mkdir()
+    macaroon = "MDAxY2xvY2F0aW9uIGRDYWNoZQ" + secrets.token_urlsafe(24)
+    bearer_file = workdir / "macaroon"
+    bearer_file.write_text(macaroon + "\n")
+    bearer_file.chmod(0o600)
+    server = WebDAV(
+        root=root,
+        port=free_port(),
+        tls_port=free_port(),
+        cert=webdav.cert,
+        key=webdav.key,
+        ca_dir=webdav.ca_dir,
+        log_dir=workdir,
+        bearer_file=bearer_file,
+    )
+    try:
+        server.start()
+        yield MacaroonWebDAV(server, macaroon)
+    finally:
+        server.stop()
