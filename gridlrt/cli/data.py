@@ -342,3 +342,9 @@ def compare_command(
         typer.echo(comparison.summary_line())
     if not comparison.equal:
         raise typer.Exit(1)
+
+
+from gridlrt.cli import data_clean  # noqa: E402  (its commands use selected() above)
+
+data_app.command("rm")(data_clean.rm_command)
+data_app.command("clean")(data_clean.clean_command)
