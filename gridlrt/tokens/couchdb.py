@@ -506,18 +506,71 @@ class CouchDBPool(TokenPool):
     def _record_id(kind: str, record_id: str) -> str:
         return f"gridlrt:{kind}:{record_id}"
 
-    def put_record(self, kind: str, record_id: str, body: dict[str, Any]) -> None:
+    def _record_doc(
+        self, kind: str, record_id: str, body: dict[str, Any], keys: Sequence[str]
+    ) -> dict[str, Any]:
+        doc = {**body, "_id": self._record_id(kind, record_id), "type": f"gridlrt_{kind}"}
+        if keys:
+            doc[design.RECORD_KEYS] = list(keys)
+        return doc
+
+    def put_record(
+        self, kind: str, record_id: str, body: dict[str, Any], keys: Sequence[str] = ()
+    ) -> None:
         doc_id = self._record_id(kind, record_id)
         path = self._doc_path(doc_id)
         for _ in range(50):
             current = self._request("GET", path, ok=(200, 404))
-            doc = {**body, "_id": doc_id, "type": f"gridlrt_{kind}"}
+            doc = self._record_doc(kind, record_id, body, keys)
             if current.status_code == 200:
                 doc["_rev"] = current.json()["_rev"]
             if self._request("PUT", path, json=doc).status_code != 409:
                 return
             time.sleep(0.05 * random.random())
         raise PoolError(f"{kind} record {record_id} keeps changing; not stored")
+
+    def put_records(
+        self, kind: str, bodies: dict[str, dict[str, Any]], keys: dict[str, list[str]] | None = None
+    ) -> None:
+        """In bulk, 1000 at a time: the current revisions, then the documents over them (a
+        record that changed meanwhile is written again)."""
+        todo = dict(bodies)
+        for _ in range(50):
+            if not todo:
+                return
+            conflicted: dict[str, dict[str, Any]] = {}
+            ids = list(todo)
+            for i in range(0, len(ids), 1000):
+                chunk = ids[i : i + 1000]
+                doc_ids = [self._record_id(kind, r) for r in chunk]
+                rows = self._request("POST", "_all_docs", json={"keys": doc_ids}).json()["rows"]
+                revs = {
+                    row["key"]: row["value"]["rev"]
+                    for row in rows
+                    if "value" in row and not row["value"].get("deleted")
+                }
+                docs = []
+                for record_id, doc_id in zip(chunk, doc_ids, strict=True):
+                    doc = self._record_doc(
+                        kind, record_id, todo[record_id], (keys or {}).get(record_id, ())
+                    )
+                    if doc_id in revs:
+                        doc["_rev"] = revs[doc_id]
+                    docs.append(doc)
+                answer = self._request("POST", "_bulk_docs", json={"docs": docs}).json()
+                by_doc = dict(zip(doc_ids, chunk, strict=True))
+                for row in answer:
+                    if row.get("error") == "conflict":
+                        record_id = by_doc[row["id"]]
+                        conflicted[record_id] = todo[record_id]
+                    elif "error" in row:
+                        raise PoolError(
+                            f"cannot store {kind} record {by_doc.get(row['id'], row['id'])}: "
+                            f"{row.get('reason', row['error'])}"
+                        )
+            todo = conflicted
+            time.sleep(0.05 * random.random() if todo else 0)
+        raise PoolError(f"{len(todo)} {kind} record(s) keep changing; not stored")
 
     def get_record(self, kind: str, record_id: str) -> dict[str, Any]:
         response = self._request(
@@ -527,7 +580,19 @@ class CouchDBPool(TokenPool):
             raise RecordNotFound(f"no {kind} record {record_id!r} in {self.url}")
         return _strip_record(response.json())
 
-    def records(self, kind: str) -> list[dict[str, Any]]:
+    def records(self, kind: str, key: str | None = None) -> list[dict[str, Any]]:
+        if key is not None:
+            try:
+                return self._records_by_key(kind, key)
+            except PoolNotInitialised:  # a pool from before the records view: read them all
+                log.info("%s has no records view (run `gridlrt pool init`): reading all", self.url)
+                return [
+                    r for r in self._all_records(kind, keep_keys=True)
+                    if key in (r.pop(design.RECORD_KEYS, None) or [])
+                ]  # fmt: skip
+        return self._all_records(kind)
+
+    def _all_records(self, kind: str, *, keep_keys: bool = False) -> list[dict[str, Any]]:
         prefix = self._record_id(kind, "")
         params = {
             "include_docs": "true",
@@ -535,7 +600,31 @@ class CouchDBPool(TokenPool):
             "endkey": json.dumps(prefix + "\ufff0"),
         }
         rows = self._request("GET", "_all_docs", params=params).json()["rows"]
-        return [_strip_record(row["doc"]) for row in rows if row.get("doc")]
+        return [_strip_record(row["doc"], keep_keys) for row in rows if row.get("doc")]
+
+    def _records_by_key(self, kind: str, key: str) -> list[dict[str, Any]]:
+        """The records of ``key``: their ids from the records view (20,000 at a time), then
+        the documents in bulk, 1000 at a time (cheaper than the view's include_docs, which
+        pouchdb-server reads one by one)."""
+        ids: list[str] = []
+        view_key = json.dumps([f"gridlrt_{kind}", key])
+        params: dict[str, Any] = {"startkey": view_key, "endkey": view_key, "limit": 20000}
+        while True:
+            rows = self._request("GET", f"{VIEW}/gridlrt_records", params=params).json()["rows"]
+            ids.extend(row["id"] for row in rows)
+            if len(rows) < 20000:
+                break
+            params.update(startkey_docid=rows[-1]["id"], skip=1)
+        found: list[dict[str, Any]] = []
+        for i in range(0, len(ids), 1000):
+            rows = self._request(
+                "POST",
+                "_all_docs",
+                params={"include_docs": "true"},
+                json={"keys": ids[i : i + 1000]},
+            ).json()["rows"]
+            found.extend(_strip_record(row["doc"]) for row in rows if row.get("doc"))
+        return found
 
     def delete_record(self, kind: str, record_id: str) -> bool:
         path = self._doc_path(self._record_id(kind, record_id))
@@ -549,6 +638,7 @@ class CouchDBPool(TokenPool):
         raise PoolError(f"{kind} record {record_id} keeps changing; not deleted")
 
 
-def _strip_record(doc: dict[str, Any]) -> dict[str, Any]:
+def _strip_record(doc: dict[str, Any], keep_keys: bool = False) -> dict[str, Any]:
     """A record's body: the document without CouchDB's and gridlrt's bookkeeping fields."""
-    return {k: v for k, v in doc.items() if k not in ("_id", "_rev", "type")}
+    drop = ("_id", "_rev", "type") if keep_keys else ("_id", "_rev", "type", design.RECORD_KEYS)
+    return {k: v for k, v in doc.items() if k not in drop}

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from gridlrt.tokens.model import Token
 
 DESIGN_ID = "_design/Monitor"
-DESIGN_VERSION = 4
+DESIGN_VERSION = 5
 
 _PICAS_VIEW = """function(doc) {
    if(doc.type == "token") {
@@ -230,6 +230,10 @@ def _gridlrt_view(body: str) -> str:
 _SHAPE_JS_FILLED = _js_shape()
 
 
+#: The field of a side record (see :meth:`gridlrt.tokens.pool.TokenPool.put_record`) holding
+#: its index keys.
+RECORD_KEYS = "gridlrt_keys"
+
 GRIDLRT_VIEWS: dict[str, dict[str, str]] = {
     # claim order within a step: priority (high first), then age, then id
     "gridlrt_todo": {
@@ -274,6 +278,17 @@ GRIDLRT_VIEWS: dict[str, dict[str, str]] = {
             "    emit([doc.pipeline, doc.stage, s], null);\n  }"
         ),
         "reduce": "_count",
+    },
+    # side records by index key: [type, key] for documents of type gridlrt_<kind> only, so no
+    # token (and no PiCaS view) ever meets a record
+    "gridlrt_records": {
+        "map": "function(doc) {\n"
+        "  if (typeof doc.type != 'string' || doc.type.indexOf('gridlrt_') != 0) { return; }\n"
+        f"  var keys = doc.{RECORD_KEYS};\n"
+        "  if (!Array.isArray(keys)) { return; }\n"
+        "  for (var i = 0; i < keys.length; i++) {\n"
+        "    if (typeof keys[i] == 'string') { emit([doc.type, keys[i]], null); }\n"
+        "  }\n}"
     },
 }
 

@@ -237,18 +237,34 @@ class TokenPool(ABC):
         """Names of a token's attachments."""
 
     # --- side records: small JSON documents beside the tokens (e.g. job records) -----------
+    #
+    # A record may carry index ``keys`` (short strings such as ``obsid:700701``): then
+    # ``records(kind, key=...)`` finds the records of that key without reading the others
+    # (an SQL index; a CouchDB view). The keys are not part of the body read back.
 
     @abstractmethod
-    def put_record(self, kind: str, record_id: str, body: dict[str, Any]) -> None:
-        """Create or replace the record ``kind``/``record_id`` (never a token; views ignore it)."""
+    def put_record(
+        self, kind: str, record_id: str, body: dict[str, Any], keys: Sequence[str] = ()
+    ) -> None:
+        """Create or replace the record ``kind``/``record_id`` (never a token; views ignore it),
+        findable by each of ``keys`` (replacing the keys it had)."""
+
+    def put_records(
+        self, kind: str, bodies: dict[str, dict[str, Any]], keys: dict[str, list[str]] | None = None
+    ) -> None:
+        """Create or replace many records at once: ``bodies`` by record id, ``keys`` by record
+        id. Each record is replaced as a whole; backends write them in bulk."""
+        for record_id, body in bodies.items():
+            self.put_record(kind, record_id, body, (keys or {}).get(record_id, ()))
 
     @abstractmethod
     def get_record(self, kind: str, record_id: str) -> dict[str, Any]:
         """One record; :class:`RecordNotFound` when absent."""
 
     @abstractmethod
-    def records(self, kind: str) -> list[dict[str, Any]]:
-        """All records of ``kind``, ordered by id."""
+    def records(self, kind: str, key: str | None = None) -> list[dict[str, Any]]:
+        """All records of ``kind`` (with ``key``: those put with that index key), ordered by
+        id."""
 
     @abstractmethod
     def delete_record(self, kind: str, record_id: str) -> bool:

@@ -54,6 +54,13 @@ CREATE TABLE IF NOT EXISTS records (
     body TEXT NOT NULL,
     PRIMARY KEY (kind, id)
 );
+CREATE TABLE IF NOT EXISTS record_keys (
+    kind TEXT NOT NULL,
+    key  TEXT NOT NULL,
+    id   TEXT NOT NULL,
+    PRIMARY KEY (kind, key, id)
+);
+CREATE INDEX IF NOT EXISTS record_keys_of ON record_keys (kind, id);
 """
 SCHEMA = (
     f"""
@@ -383,13 +390,27 @@ class SQLitePool(TokenPool):
             self._db.executescript(RECORDS_SCHEMA)
             self._local.records_ready = True
 
-    def put_record(self, kind: str, record_id: str, body: dict[str, Any]) -> None:
+    def put_record(
+        self, kind: str, record_id: str, body: dict[str, Any], keys: Sequence[str] = ()
+    ) -> None:
+        self.put_records(kind, {record_id: body}, {record_id: list(keys)})
+
+    def put_records(
+        self, kind: str, bodies: dict[str, dict[str, Any]], keys: dict[str, list[str]] | None = None
+    ) -> None:
         self._records_table()
+        keys = keys or {}
         with self._write() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO records (kind, id, body) VALUES (?, ?, ?)",
-                (kind, record_id, json.dumps(body)),
-            )
+            for record_id, body in bodies.items():
+                db.execute(
+                    "INSERT OR REPLACE INTO records (kind, id, body) VALUES (?, ?, ?)",
+                    (kind, record_id, json.dumps(body)),
+                )
+                db.execute("DELETE FROM record_keys WHERE kind = ? AND id = ?", (kind, record_id))
+                db.executemany(
+                    "INSERT OR IGNORE INTO record_keys (kind, key, id) VALUES (?, ?, ?)",
+                    [(kind, key, record_id) for key in keys.get(record_id, ())],
+                )
 
     def get_record(self, kind: str, record_id: str) -> dict[str, Any]:
         self._records_table()
@@ -401,15 +422,23 @@ class SQLitePool(TokenPool):
         body: dict[str, Any] = json.loads(row[0])
         return body
 
-    def records(self, kind: str) -> list[dict[str, Any]]:
+    def records(self, kind: str, key: str | None = None) -> list[dict[str, Any]]:
         self._records_table()
-        rows = self._db.execute("SELECT body FROM records WHERE kind = ? ORDER BY id", (kind,))
+        if key is None:
+            rows = self._db.execute("SELECT body FROM records WHERE kind = ? ORDER BY id", (kind,))
+        else:
+            rows = self._db.execute(
+                "SELECT r.body FROM record_keys AS k JOIN records AS r "
+                "ON r.kind = k.kind AND r.id = k.id WHERE k.kind = ? AND k.key = ? ORDER BY k.id",
+                (kind, key),
+            )
         return [json.loads(r[0]) for r in rows]
 
     def delete_record(self, kind: str, record_id: str) -> bool:
         self._records_table()
         with self._write() as db:
             cursor = db.execute("DELETE FROM records WHERE kind = ? AND id = ?", (kind, record_id))
+            db.execute("DELETE FROM record_keys WHERE kind = ? AND id = ?", (kind, record_id))
         return cursor.rowcount > 0
 
 

@@ -313,3 +313,30 @@ def test_side_records_live_beside_tokens_without_being_tokens(pool: TokenPool) -
     with pytest.raises(RecordNotFound, match="local-2"):
         pool.get_record("job", "local-2")
     assert [r["backend"] for r in pool.records("job")] == ["slurm"]
+
+
+def test_side_records_are_found_by_their_index_keys(pool: TokenPool) -> None:
+    pool.create(subbands(2))
+    pool.put_record("dataset", "b", {"n": 2}, keys=["obsid:1", "step:avg"])
+    pool.put_records(
+        "dataset",
+        {"a": {"n": 1}, "c": {"n": 3}, "d": {"n": 4}},
+        {"a": ["obsid:1"], "c": ["obsid:2", "step:avg"]},  # d: no keys
+    )
+    pool.put_record("other", "a", {"n": 9}, keys=["obsid:1"])
+
+    def numbers(key: str | None = None) -> list[int]:
+        return [r["n"] for r in pool.records("dataset", key)]
+
+    assert numbers() == [1, 2, 3, 4]
+    assert numbers("obsid:1") == [1, 2] and numbers("step:avg") == [2, 3]
+    assert numbers("obsid:3") == []
+    assert pool.get_record("dataset", "b") == {"n": 2}  # the keys are no part of the body
+    pool.put_record("dataset", "b", {"n": 5}, keys=["obsid:2"])  # replaced, keys too
+    assert numbers("obsid:1") == [1] and numbers("obsid:2") == [5, 3]
+    pool.put_records("dataset", {"a": {"n": 6}})  # replaced without keys
+    assert numbers("obsid:1") == [] and numbers() == [6, 5, 3, 4]
+    assert pool.delete_record("dataset", "c") is True
+    assert numbers("step:avg") == [] and numbers("obsid:2") == [5]
+    assert pool.records("other", "obsid:1") == [{"n": 9}]
+    assert pool.overview().total() == 2 and len(list(pool.tokens())) == 2
