@@ -4,6 +4,12 @@
 range, stations and baselines, channels, bandwidth and central frequency, integration time,
 which data columns exist, processing history — without loading visibilities. ``gridlrt ms
 info`` prints it, and the worker validates step outputs with the same code.
+
+The flagged fraction (:func:`flagged_fraction`; ``ms_info(path, flags=True)``) is the one
+figure that reads visibility-sized data: the ``FLAG`` column, in chunks of rows (bounded
+memory), and past a budget of cells only evenly spaced chunks across the observation (a
+sample), so it stays cheap next to the DP3 step that wrote the set. The worker records it
+with the rest in the dataset catalogue (:func:`catalogue_fields`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,11 @@ from gridlrt.extras import needs_extra
 MJD_EPOCH = datetime(1858, 11, 17, tzinfo=UTC)
 DATA_COLUMNS = ("DATA", "CORRECTED_DATA", "MODEL_DATA")
 CORR_NAMES = {5: "RR", 6: "RL", 7: "LR", 8: "LL", 9: "XX", 10: "XY", 11: "YX", 12: "YY"}
+#: FLAG cells read at once (one byte each in memory), and at most per measurement set: beyond
+#: that, evenly spaced chunks are a sample (a 16-channel LOFAR subband of 8 h at 1 s and
+#: 60 stations holds some 2e9 cells)
+FLAG_CHUNK_CELLS = 8 * 2**20
+FLAG_BUDGET_CELLS = 128 * 2**20
 
 
 class HistoryEntry(BaseModel):
@@ -52,6 +63,7 @@ class MSInfo(BaseModel):
     correlations: list[str]
     data_columns: list[str]
     history: list[HistoryEntry]
+    flagged_fraction: float | None = None  # read only when asked (flags=True)
 
     @property
     def duration_s(self) -> float:
@@ -74,14 +86,82 @@ def _open(path: Path, sub: str | None = None) -> Any:
     return _tables().table(name, readonly=True, ack=False)
 
 
-def ms_info(path: Path, *, history_limit: int = 50) -> MSInfo:
-    """Read the summary of the measurement set at ``path``."""
+def ms_info(path: Path, *, history_limit: int = 50, flags: bool = False) -> MSInfo:
+    """Read the summary of the measurement set at ``path``; with ``flags``, also the flagged
+    fraction (reads the FLAG column, see :func:`flagged_fraction`)."""
     if not (path / "table.dat").is_file():
         raise InputError(f"{path}: not a measurement set (no table.dat in it)")
     try:
-        return _read(path, history_limit)
+        info = _read(path, history_limit)
+        if flags:
+            info.flagged_fraction = _flagged_fraction(path)
     except RuntimeError as exc:  # casacore's errors
         raise InputError(f"{path}: cannot read measurement set ({exc})") from exc
+    return info
+
+
+def flagged_fraction(
+    path: Path, *, budget_cells: int = FLAG_BUDGET_CELLS, chunk_cells: int = FLAG_CHUNK_CELLS
+) -> float | None:
+    """The fraction of the ``FLAG`` column that is set (None when the set has no FLAG column
+    or no rows). Read ``chunk_cells`` at a time; when the column holds more than
+    ``budget_cells``, only evenly spaced chunks of about that many cells in all are read: a
+    sample over the whole time range (rows are in time order)."""
+    if not (path / "table.dat").is_file():
+        raise InputError(f"{path}: not a measurement set (no table.dat in it)")
+    try:
+        return _flagged_fraction(path, budget_cells, chunk_cells)
+    except RuntimeError as exc:
+        raise InputError(f"{path}: cannot read the flags ({exc})") from exc
+
+
+def flag_chunks(rows: int, cells_per_row: int, budget_cells: int, chunk_cells: int) -> list[int]:
+    """First rows of the chunks :func:`flagged_fraction` reads (each ``chunk_cells //
+    cells_per_row`` rows): all of them within the budget, else evenly spaced ones."""
+    chunk = max(1, chunk_cells // max(1, cells_per_row))
+    starts = list(range(0, rows, chunk))
+    wanted = max(1, budget_cells // (chunk * max(1, cells_per_row)))
+    if len(starts) <= wanted:
+        return starts
+    step = len(starts) / wanted
+    return [starts[int(i * step)] for i in range(wanted)]
+
+
+def _flagged_fraction(
+    path: Path, budget_cells: int = FLAG_BUDGET_CELLS, chunk_cells: int = FLAG_CHUNK_CELLS
+) -> float | None:
+    with _open(path) as main:
+        rows = main.nrows()
+        if "FLAG" not in main.colnames() or rows == 0:
+            return None
+        per_row = int(np.prod(np.shape(main.getcell("FLAG", 0)))) or 1
+        chunk = max(1, chunk_cells // per_row)
+        flagged = cells = 0
+        for start in flag_chunks(rows, per_row, budget_cells, chunk_cells):
+            block = main.getcol("FLAG", startrow=start, nrow=min(chunk, rows - start))
+            flagged += int(np.count_nonzero(block))
+            cells += int(block.size)
+    return flagged / cells if cells else None
+
+
+def catalogue_fields(path: Path) -> dict[str, Any]:
+    """What the dataset catalogue records of a measurement set (the fields of
+    :class:`gridlrt.datasets.model.DatasetEntry` of the same names): centre frequency,
+    bandwidth, channels, time range (MJD seconds), stations, flagged fraction, and the
+    observation id when the set names it. :class:`InputError` when it cannot be read."""
+    info = ms_info(path, history_limit=0, flags=True)
+    fields: dict[str, Any] = {
+        "frequency_hz": info.central_frequency_hz,
+        "bandwidth_hz": info.bandwidth_hz,
+        "channels": info.channels,
+        "start_time": (info.start_utc - MJD_EPOCH).total_seconds(),
+        "end_time": (info.end_utc - MJD_EPOCH).total_seconds(),
+        "stations": len(info.stations),
+        "flagged_fraction": info.flagged_fraction,
+    }
+    if info.observation_id and info.observation_id.isdigit():
+        fields["obsid"] = int(info.observation_id)
+    return fields
 
 
 def _read(path: Path, history_limit: int) -> MSInfo:
@@ -139,7 +219,7 @@ def _read(path: Path, history_limit: int) -> MSInfo:
 
 
 def _history(path: Path, limit: int) -> list[HistoryEntry]:
-    if not (path / "HISTORY").is_dir():
+    if limit <= 0 or not (path / "HISTORY").is_dir():
         return []
     with _open(path, "HISTORY") as history:
         n = history.nrows()

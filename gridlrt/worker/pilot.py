@@ -3,7 +3,10 @@
 claim a token → heartbeat in the background → fresh work directory → plan (every template
 rendered before anything moves) → download and unpack inputs → run the payload (own process
 group, step timeout) → validate outputs (the MS opens; channel and time counts are what the
-step promises) → upload (atomic, verified) → finish with output URLs, exit code and timings.
+step promises) → describe output measurement sets for the dataset catalogue (frequency,
+channels, time range, stations, flagged fraction; before packing) → upload (atomic, verified)
+→ finish with output URLs, exit code and timings → record the described outputs in the
+catalogue (:mod:`gridlrt.datasets.catalogue`; a warning, never a failure, when that fails).
 
 Failures go to ``fail`` with the message, traceback and log tail; a token that has not failed
 its step's ``max_attempts`` times since its last reset goes back to todo for another try
@@ -46,6 +49,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -304,6 +308,8 @@ class Pilot:
             self._set(token, TokenStatus.RUNNING)
             timings["run"] = self._timed(lambda: self._run(plan, beat))
             timings["validate"] = self._timed(lambda: self._validate(plan))
+            described: dict[str, dict[str, Any]] = {}
+            timings["catalogue"] = self._timed(lambda: described.update(describe_outputs(plan)))
             self._set(token, TokenStatus.UPLOADING)
             # From here on a stop request waits: the upload and the token are finished.
             t_upload = time.monotonic()
@@ -320,6 +326,7 @@ class Pilot:
                 timings={**timings, "total": time.monotonic() - started},
             )
             self.summary.done += 1
+            record_outputs(self.pool, token, described, uploads)
             self.after(token, plan)
         except _Stopped:
             self._release(token)
@@ -516,6 +523,53 @@ def _either(first: threading.Event, second: threading.Event, out: threading.Even
             out.set()
             return
         out.wait(0.2)
+
+
+def describe_outputs(plan: TokenPlan) -> dict[str, dict[str, Any]]:
+    """What the dataset catalogue records of each output measurement set (by upload URL), read
+    on the node before packing (:func:`gridlrt.worker.msinfo.catalogue_fields`). A set that
+    cannot be read is left out with a warning: the catalogue never fails a token."""
+    described: dict[str, dict[str, Any]] = {}
+    for upload in plan.uploads:
+        if not (upload.path / "table.dat").is_file():
+            continue  # not a measurement set
+        try:
+            from gridlrt.worker.msinfo import catalogue_fields  # numpy, casacore: on use
+
+            described[upload.url] = catalogue_fields(upload.path)
+        except Exception as exc:  # never the token's failure
+            log.warning("catalogue: %s not described (%s)", upload.path.name, exc)
+    return described
+
+
+def record_outputs(
+    pool: TokenPool,
+    token: Token,
+    described: dict[str, dict[str, Any]],
+    uploads: list[TransferResult],
+) -> None:
+    """Record the described outputs in the pool's dataset catalogue (by URL: a redone token
+    overwrites its records), with the uploads' sizes and checksums. Called once the token is
+    done; a failure is a warning."""
+    if not described:
+        return
+    try:
+        from gridlrt.datasets import catalogue
+
+        by_url = {r.dst: r for r in uploads}
+        entries = [
+            catalogue.output_entry(
+                url,
+                token=token,
+                fields=fields,
+                size=by_url[url].size if url in by_url else None,
+                checksum=by_url[url].checksum if url in by_url else None,
+            )
+            for url, fields in described.items()
+        ]
+        catalogue.record(pool, entries)
+    except Exception as exc:  # the token is done; a missing record is not its failure
+        log.warning("catalogue: records of token %s not written (%s)", token.id, exc)
 
 
 def pack_directory(directory: Path, into: Path) -> Path:
