@@ -348,3 +348,8 @@ from gridlrt.cli import data_clean  # noqa: E402  (its commands use selected() a
 
 data_app.command("rm")(data_clean.rm_command)
 data_app.command("clean")(data_clean.clean_command)
+
+from gridlrt.cli import data_catalogue  # noqa: E402  (the catalogue: find, quality)
+
+data_app.command("find")(data_catalogue.find_command)
+data_app.command("quality")(data_catalogue.quality_command)
