@@ -344,6 +344,11 @@ def compare_command(
         raise typer.Exit(1)
 
 
+from gridlrt.cli import data_transfer  # noqa: E402  (its commands use selected() above)
+
+data_app.command("get")(data_transfer.get_command)
+data_app.command("put")(data_transfer.put_command)
+
 from gridlrt.cli import data_clean  # noqa: E402  (its commands use selected() above)
 
 data_app.command("rm")(data_clean.rm_command)
