@@ -54,6 +54,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
+from gridlrt.datasets.catalogue import forget
 from gridlrt.datasets.model import Dataset
 from gridlrt.errors import GridlrtError, InputError, StorageError, StorageNotFound
 from gridlrt.pipelines.service import RECORD_KIND, pipeline_record
@@ -143,6 +144,9 @@ class RemovalResult(BaseModel):
         default_factory=list, description="planned to go but not empty (or not removable)"
     )
     tokens_marked: list[str] = Field(default_factory=list)
+    records_forgotten: int = Field(
+        default=0, description="catalogue records of removed files deleted (gridlrt data find)"
+    )
 
     @property
     def complete(self) -> bool:
@@ -559,6 +563,8 @@ def carry_out(
         if key in gone:
             removed.setdefault(token_id, []).append(url)
     result.tokens_marked = _mark(pool, removed, by, time.time())
+    # the catalogue must not list files that are gone (a rerun forgets what is left)
+    result.records_forgotten = forget(pool, [*result.removed, *result.missing])
     return result
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gridlrt.datasets import catalogue
 from gridlrt.datasets.cleanup import carry_out, plan_clean, plan_rm
 from gridlrt.datasets.model import Dataset, entry_for_url, write_dataset
 from gridlrt.storage import Storage
@@ -145,8 +146,15 @@ def test_a_finished_run_is_cleaned_keeping_its_images(
     shown = run.clean("--keep", "image").stdout
     assert "dry run: nothing removed" in shown and "would remove: run cln" in shown
 
+    # catalogue records (as pilots write for measurement sets) of a removed and a kept output
+    band_out, image_out = (
+        before[f"cln.{stage}.{BANDS[0]}"].output[0] for stage in ("band", "image")
+    )
+    catalogue.record(pool, [entry_for_url(band_out), entry_for_url(image_out)])
     done = run.clean("--keep", "image", "--yes", "--json")
     result = json.loads(done.stdout)["result"]
+    assert result["records_forgotten"] == 1
+    assert [e.url for e in catalogue.entries(pool)] == [image_out]  # the removed one is gone
     assert len(result["removed"]) == 12 and not result["failed"]
     assert result["bytes_freed"] == dry["bytes"]
     assert sorted(result["directories_removed"]) == sorted(plan["directories"])
