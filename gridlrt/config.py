@@ -301,12 +301,14 @@ def strip_credentials(url: str) -> str:
 
 #: gridlrt variables that hold a secret, or name a file of secrets: a process gridlrt starts
 #: (a pilot, a payload, a batch client) never inherits them. A pilot is given its pool
-#: credentials file explicitly (``GRIDLRT_POOL_CREDENTIALS`` -> the run's 0600 ``pool.cred``).
+#: credentials file explicitly (``GRIDLRT_POOL_CREDENTIALS`` -> the run's 0600 ``pool.cred``),
+#: and its macaroons so (``GRIDLRT_MACAROON_FILE`` -> the run's 0600 ``macaroon.cred``).
 SECRET_VARIABLES = frozenset(
     {
         f"{ENV_PREFIX}POOL_USERNAME",
         f"{ENV_PREFIX}POOL_PASSWORD",
         f"{ENV_PREFIX}POOL_CREDENTIALS",
+        f"{ENV_PREFIX}MACAROON_FILE",
         f"{ENV_PREFIX}LTA_CREDENTIALS",
         f"{ENV_PREFIX}AWE_CONFIG",
     }

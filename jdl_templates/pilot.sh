@@ -23,6 +23,10 @@
 #   ./pool.cred     if the job's input sandbox has it: the CouchDB pool credentials
 #                   (username=, password=); made 0600 and given to gridlrt as
 #                   GRIDLRT_POOL_CREDENTIALS; its content is never printed
+#   ./macaroon.cred if the job's input sandbox has it (gridlrt submit --macaroons): the
+#                   '<WebDAV URL prefix> <macaroon>' lines; made 0600 and given to gridlrt as
+#                   GRIDLRT_MACAROON_FILE (downloads and uploads on those doors send the
+#                   macaroon as a bearer token); its content is never printed
 #
 # Steps: find the Python; fetch the sandbox; verify its sha256; unpack it into a fresh
 # ./gridlrt-sandbox; check the Python against _gridlrt/bundle.json; check gfal2 imports;
@@ -82,7 +86,8 @@ file:// https:// davs:// srm:// root:// gsiftp:// URL), check its sha256, unpack
 Environment: GRIDLRT_PYTHON (default python3); GRIDLRT_PILOT_RETRIES (default 2) and
 GRIDLRT_PILOT_RETRY_WAIT (seconds, default 300): restarts of gridlrt when it exits 5 (a
 service did not answer); ./pool.cred, if present, holds the pool credentials (made 0600,
-passed as GRIDLRT_POOL_CREDENTIALS, never printed).
+passed as GRIDLRT_POOL_CREDENTIALS, never printed); ./macaroon.cred, if present, the
+macaroons for WebDAV doors (made 0600, passed as GRIDLRT_MACAROON_FILE, never printed).
 Exit codes: 64 usage, 65 no Python, 66 sandbox not found or not downloaded, 67 sha256
 mismatch, 68 bad sandbox, 69 Python does not match the bundle, 70 no gfal2 binding;
 otherwise gridlrt's own: 1 failed, 2 usage, 3 invalid input, 4 credentials, 5 service
@@ -254,13 +259,18 @@ gfal2_or_die
 log "gfal2 binding imports"
 
 # --- credentials and environment -------------------------------------------------------------
-if [ -f pool.cred ]; then
-    chmod 600 pool.cred 2>/dev/null ||
-        log "warning: cannot chmod 600 pool.cred; gridlrt refuses it if others can read it"
-    GRIDLRT_POOL_CREDENTIALS="$PWD/pool.cred"
-    export GRIDLRT_POOL_CREDENTIALS
-    log "pool credentials: $PWD/pool.cred (content not shown)"
-fi
+# FILE VARIABLE WHAT: a secrets file of the input sandbox, if there, made 0600 and named to
+# gridlrt by VARIABLE (its content is never printed)
+secrets_file() {
+    [ -f "$1" ] || return 0
+    chmod 600 "$1" 2>/dev/null ||
+        log "warning: cannot chmod 600 $1; gridlrt refuses it if others can read it"
+    eval "$2=\"\$PWD/$1\""
+    export "${2?}"
+    log "$3: $PWD/$1 (content not shown)"
+}
+secrets_file pool.cred GRIDLRT_POOL_CREDENTIALS "pool credentials"
+secrets_file macaroon.cred GRIDLRT_MACAROON_FILE macaroons
 PYTHONPATH="$PWD/$SANDBOX_DIR/_gridlrt/lib${PYTHONPATH:+:$PYTHONPATH}"
 OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 export PYTHONPATH OPENBLAS_NUM_THREADS

@@ -22,6 +22,7 @@ from gridlrt.submit.pilot_args import pilot_max_time
 from gridlrt.submit.service import (
     BACKENDS,
     cancel,
+    check_macaroons,
     get_record,
     get_submitter,
     refresh_jobs,
@@ -206,6 +207,17 @@ def submit_command(
             "--delegation", help="gLite: delegation id (default: $USER).", show_default=False
         ),
     ] = None,
+    macaroons: Annotated[
+        Path | None,
+        typer.Option(
+            "--macaroons",
+            metavar="FILE",
+            help="A 0600 macaroon file (gridlrt stage macaroons): pilots download inputs from "
+            "(and upload to) its WebDAV doors with it; shipped as macaroon.cred (0600), never "
+            "on a command line or in a script or JDL.",
+            show_default=False,
+        ),
+    ] = None,
     run_dir: Annotated[
         Path | None,
         typer.Option(
@@ -236,6 +248,10 @@ def submit_command(
     * **dirac** - a DIRAC parametric job; ships pilot.sh, the step sandbox with gridlrt inside,
       and the pool credentials as a 0600 file (never in the JDL or on a command line).
     * **glite** - a gLite WMS parametric job (old recipes).
+
+    --macaroons FILE gives every pilot, on any backend, a 0600 copy of a macaroon file
+    (gridlrt stage macaroons), so it reads inputs on those WebDAV doors without a grid
+    certificate.
 
     Examples:
 
@@ -305,6 +321,7 @@ def submit_command(
         run_dir=run_dir,
         check=check,
         dry_run=dry_run,
+        macaroons=macaroons,
     )
     work = (
         f"step {step}"
@@ -332,6 +349,15 @@ def submit_command(
             console.print(
                 f"credentials: would be written to {submission.request.credentials_file} "
                 "(0600; not shown)",
+                highlight=False,
+                soft_wrap=True,
+            )
+        if submission.request.macaroon_file is not None:
+            doors = check_macaroons(submission.request.macaroon_source or Path())
+            console.print(
+                f"macaroons: {submission.request.macaroon_source} would be copied to "
+                f"{submission.request.macaroon_file} (0600) and given to the pilots for "
+                f"{', '.join(doors)} (not shown)",
                 highlight=False,
                 soft_wrap=True,
             )

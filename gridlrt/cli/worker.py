@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import tempfile
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from gridlrt.cli.common import PoolOption, console, duration, settings
+from gridlrt.cli.common import PoolOption, console, duration, err_console, settings
 from gridlrt.durations import format_duration
 from gridlrt.storage import Storage
 from gridlrt.tokens import open_pool
@@ -26,6 +27,9 @@ worker_app = typer.Typer(help="Run a pilot on this node.", no_args_is_help=True)
 #: The shortest heartbeat: each one writes the token, so a shorter one floods the pool (0
 #: wrote thousands of revisions of one token in seconds). Tests use sub-second ones.
 MIN_HEARTBEAT = 0.1
+#: names the 0600 macaroon file of a submitted pilot (``gridlrt submit --macaroons``); a
+#: secret variable (:data:`gridlrt.config.SECRET_VARIABLES`): payloads never get it
+MACAROON_FILE_VARIABLE = "GRIDLRT_MACAROON_FILE"
 
 
 def step_resolver(steps_dir: Path | None) -> Callable[[str], StepConfig]:
@@ -129,6 +133,18 @@ def run(
             hidden=True,
         ),
     ] = None,
+    macaroons: Annotated[
+        Path | None,
+        typer.Option(
+            "--macaroons",
+            metavar="FILE",
+            help="0600 file of '<WebDAV URL prefix> <macaroon>' lines (gridlrt stage "
+            "macaroons): inputs and outputs under a prefix go with its macaroon as a bearer "
+            f"token. Default: ${MACAROON_FILE_VARIABLE} (how gridlrt submit --macaroons "
+            "gives it to its pilots).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Claim tokens and process them until none is left, --max-tokens, or --max-time.
 
@@ -141,6 +157,7 @@ def run(
     Example: gridlrt worker run --pool https://couch.example.org:6984/lofar --step average
     """
     with _exit_status(status_file) as status:
+        storage = pilot_storage(macaroons)
         options = PilotOptions(
             step=step,
             max_tokens=max_tokens,
@@ -154,6 +171,7 @@ def run(
         summary = _pilot_run(
             ctx,
             pool,
+            storage,
             steps_dir,
             options,
             output_root,
@@ -191,9 +209,31 @@ def _exit_status(path: Path | None) -> Iterator[dict[str, object]]:
             tmp.replace(path)
 
 
+def pilot_storage(macaroons: Path | None = None) -> Storage:
+    """The pilot's :class:`~gridlrt.storage.Storage`, given the macaroons of ``macaroons``
+    (default: the file ``$GRIDLRT_MACAROON_FILE`` names, if set) as bearer tokens for their
+    URL prefixes. A missing, unsafe (not 0600) or malformed file is a
+    :class:`~gridlrt.errors.CredentialsError` before any token is claimed; the macaroons are
+    never shown."""
+    storage = Storage()
+    named = os.environ.get(MACAROON_FILE_VARIABLE)
+    path = macaroons or (Path(named) if named else None)
+    if path is None:
+        return storage
+    from gridlrt.staging.download import storage_bearers
+
+    storage_bearers(storage, path)
+    doors = sorted({prefix.split("://", 1)[1] for prefix in storage.bearer_prefixes})
+    err_console.print(
+        f"macaroons from {path} for {', '.join(doors)} (not shown)", highlight=False, soft_wrap=True
+    )
+    return storage
+
+
 def _pilot_run(
     ctx: typer.Context,
     pool: str | None,
+    storage: Storage,
     steps_dir: Path | None,
     options: PilotOptions,
     output_root: str | None,
@@ -204,7 +244,7 @@ def _pilot_run(
         pilot = Pilot(
             opened,
             step_resolver(steps_dir),
-            Storage(),
+            storage,
             storage_root=output_root or chosen.storage_root,
             options=options,
             step_dir=steps_dir,

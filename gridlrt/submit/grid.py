@@ -2,7 +2,9 @@
 
 A grid job ships three files in its input sandbox: ``pilot.sh`` (the bootstrap), the pilot
 sandbox tarball ``<sha256>.tar.gz`` (steps + gridlrt runtime) and, when the pool needs them,
-the credentials file ``pool.cred``. pilot.sh is started as
+the credentials file ``pool.cred``; with ``gridlrt submit --macaroons`` a fourth, the 0600
+``macaroon.cred`` (pilot.sh gives it to gridlrt as ``GRIDLRT_MACAROON_FILE``). pilot.sh is
+started as
 ``pilot.sh <sha256>.tar.gz <sha256> <gridlrt worker run options>``; nothing secret is in the
 arguments.
 """
@@ -17,6 +19,7 @@ from gridlrt.submit.templates import template_path
 
 PILOT = "pilot.sh"
 CREDENTIALS = "pool.cred"
+MACAROONS = "macaroon.cred"
 
 
 def require_sandbox(request: PilotRequest) -> tuple[str, str]:
@@ -27,7 +30,8 @@ def require_sandbox(request: PilotRequest) -> tuple[str, str]:
 
 
 def input_sandbox(request: PilotRequest) -> list[str]:
-    """Absolute paths of the files each job ships: pilot.sh, the sandbox, the credentials."""
+    """Absolute paths of the files each job ships: pilot.sh, the sandbox, the credentials
+    and the macaroons."""
     require_sandbox(request)
     assert request.sandbox is not None
     files = [str(request.run_dir / PILOT), str(request.sandbox)]
@@ -37,6 +41,10 @@ def input_sandbox(request: PilotRequest) -> list[str]:
                 f"the credentials file shipped to grid jobs must be named {CREDENTIALS}"
             )
         files.append(str(request.credentials_file))
+    if request.macaroon_file is not None:
+        if request.macaroon_file.name != MACAROONS:
+            raise InputError(f"the macaroon file shipped to grid jobs must be named {MACAROONS}")
+        files.append(str(request.macaroon_file))
     return files
 
 
@@ -56,4 +64,4 @@ def pilot_script() -> str:
     return template_path(PILOT).read_text()
 
 
-__all__ = ["CREDENTIALS", "PILOT", "pilot_arguments", "pilot_script", "sandbox_list"]
+__all__ = ["CREDENTIALS", "MACAROONS", "PILOT", "pilot_arguments", "pilot_script", "sandbox_list"]

@@ -50,6 +50,8 @@ class LocalSubmitter(SharedPythonSubmitter):
         env = dict(self.env)
         if submission.request.credentials_file is not None:
             env["GRIDLRT_POOL_CREDENTIALS"] = str(submission.request.credentials_file)
+        if submission.request.macaroon_file is not None:
+            env["GRIDLRT_MACAROON_FILE"] = str(submission.request.macaroon_file)
         ids: list[str] = []
         for index in range(submission.request.count):
             env["GRIDLRT_JOB_ID"] = f"{run_dir.name}-{index}"

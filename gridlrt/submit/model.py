@@ -115,7 +115,7 @@ class PilotRequest(BaseModel):
     Pilots take tokens of ``step`` only, or, with ``step`` None, any ready token (tokens carry
     their step: what a pipeline's pilots need). ``pool_url`` must not carry credentials: they
     travel as the 0600 file ``credentials_file`` (shipped with the job, read by the pilot),
-    never in argv or JDL.
+    never in argv or JDL; macaroons for WebDAV doors likewise, as the 0600 ``macaroon_file``.
     """
 
     step: str | None = Field(default=None, description="only tokens of this step; None: any")
@@ -134,6 +134,14 @@ class PilotRequest(BaseModel):
     steps_dir: Path | None = Field(default=None, description="user step configs to ship")
     credentials_file: Path | None = Field(
         default=None, description="0600 pool credentials in run_dir, or None (no auth)"
+    )
+    macaroon_source: Path | None = Field(
+        default=None,
+        description="the user's 0600 macaroon file (gridlrt submit --macaroons), or None",
+    )
+    macaroon_file: Path | None = Field(
+        default=None,
+        description="its 0600 copy in run_dir that pilots read (GRIDLRT_MACAROON_FILE), or None",
     )
     job_name: str = "gridlrt"
     sandbox: Path | None = Field(

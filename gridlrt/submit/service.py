@@ -11,7 +11,9 @@ pilots of a pipeline need, whose stages run different steps. Submitted for a pip
   check sees before anything is submitted;
 * :func:`plan` - build the pilot sandbox for grid backends and render the submission
   (nothing is submitted);
-* :func:`submit` - write the credentials file (0600), submit, and save a :class:`JobRecord`;
+* :func:`check_macaroons` - ``--macaroons FILE``: a 0600, well-formed macaroon file;
+* :func:`submit` - write the credentials file and the macaroons (0600), submit, and save a
+  :class:`JobRecord`;
 * :func:`refresh` / :func:`cancel` - ask the backend, update the record in the pool;
   :func:`refresh_jobs` - refresh one or all submissions (what ``gridlrt jobs status`` shows).
 """
@@ -30,11 +32,17 @@ from typing import Any
 
 from gridlrt.config import Settings, data_dir, redact_url, strip_credentials, url_credentials
 from gridlrt.credentials import couchdb_auth
-from gridlrt.errors import GridlrtError, InputError, JobNotFound, RecordNotFound
+from gridlrt.errors import (
+    CredentialsError,
+    GridlrtError,
+    InputError,
+    JobNotFound,
+    RecordNotFound,
+)
 from gridlrt.submit.base import Submitter
 from gridlrt.submit.dirac import DiracSubmitter
 from gridlrt.submit.glite import GliteSubmitter
-from gridlrt.submit.grid import CREDENTIALS
+from gridlrt.submit.grid import CREDENTIALS, MACAROONS
 from gridlrt.submit.local import LocalSubmitter
 from gridlrt.submit.model import (
     JobRecord,
@@ -211,6 +219,36 @@ def pilot_sandbox(steps_dir: Path | None, cache: Path | None = None) -> tuple[Pa
     return sandbox.path, sandbox.id
 
 
+def check_macaroons(path: Path) -> list[str]:
+    """The WebDAV doors (``scheme://host:port/path`` prefixes) of the macaroon file ``path``
+    (``gridlrt stage macaroons``), checked as a pilot will read it: it exists, is readable,
+    0600 and holds ``<WebDAV URL prefix> <macaroon>`` lines with http(s)/dav(s) prefixes.
+    :class:`CredentialsError` in one line otherwise, never showing a macaroon."""
+    from gridlrt.staging.download import read_macaroon_file
+    from gridlrt.storage.gfal import bearer_prefixes
+
+    if path.is_dir():
+        raise CredentialsError(f"--macaroons {path}: a directory, not a macaroon file")
+    try:
+        bearers = read_macaroon_file(path)
+    except CredentialsError as exc:
+        raise CredentialsError(f"--macaroons: {exc}") from None
+    for prefix in bearers:
+        try:
+            bearer_prefixes(prefix)
+        except InputError as exc:
+            raise CredentialsError(f"--macaroons {path}: {exc}") from None
+    return sorted(bearers)
+
+
+def copy_macaroons(source: Path, destination: Path) -> None:
+    """Copy the macaroon file ``source`` to ``destination``, created 0600 (never readable by
+    others for a moment)."""
+    from gridlrt.staging.download import read_macaroon_file, write_macaroon_file
+
+    write_macaroon_file(destination, read_macaroon_file(source))
+
+
 def plan(
     settings: Settings,
     submitter: Submitter,
@@ -222,10 +260,13 @@ def plan(
     steps_dir: Path | None = None,
     run_dir: Path | None = None,
     pipeline: str | None = None,
+    macaroons: Path | None = None,
 ) -> Submission:
     """Render what :func:`submit` would send (the count is already decided). Pilots take
     tokens of ``step``, or any ready token when it is None; ``pipeline`` (the run they are
-    for) only names the submission."""
+    for) only names the submission. ``macaroons``: a macaroon file (checked by
+    :func:`check_macaroons`) the pilots get a 0600 copy of, ``macaroon.cred`` in the run
+    directory."""
     if submitter.name in GRID and settings.pool_kind == "embedded":
         raise InputError(
             f"the pool {settings.pool} lives on this machine; grid pilots need a CouchDB pool "
@@ -233,6 +274,8 @@ def plan(
         )
     if steps_dir is not None and not steps_dir.is_dir():
         raise InputError(f"--steps-dir {steps_dir}: not a directory")
+    if macaroons is not None:
+        check_macaroons(macaroons)
     label = work_label(step, pipeline)
     record_id = new_record_id(submitter.name, label)
     run_dir = (run_dir or settings.runs_dir / record_id).expanduser().absolute()
@@ -253,6 +296,8 @@ def plan(
         worker_args=worker_args,
         steps_dir=steps_dir.absolute() if steps_dir else None,
         credentials_file=run_dir / CREDENTIALS if credentials else None,
+        macaroon_source=macaroons.expanduser().absolute() if macaroons else None,
+        macaroon_file=run_dir / MACAROONS if macaroons else None,
         job_name=f"gridlrt-{label}",
         sandbox=sandbox,
         sandbox_id=sandbox_id,
@@ -281,6 +326,8 @@ def submit(
     request.run_dir.mkdir(parents=True, exist_ok=True)
     if request.credentials_file is not None:
         write_credentials(settings, request.credentials_file)
+    if request.macaroon_file is not None and request.macaroon_source is not None:
+        copy_macaroons(request.macaroon_source, request.macaroon_file)
     job_ids = submitter.submit(submission)
     record = JobRecord(
         id=request.run_dir.name,
@@ -330,6 +377,7 @@ def submit_pilots(
     run_dir: Path | None = None,
     check: Callable[[Token], None] | None = None,
     dry_run: bool = False,
+    macaroons: Path | None = None,
 ) -> PilotSubmission:
     """``gridlrt submit`` as one call: open the pool, decide ``-n auto`` (``count`` None, at
     most ``maximum`` or the ``max_pilots`` setting: one pilot per todo token of ``step``, of
@@ -341,9 +389,12 @@ def submit_pilots(
 
     Pilots take tokens of ``step`` only, or any ready token when it is None; ``pipeline``
     sizes, checks and names the submission (pilots then take any step, the run's tokens and
-    any other ready token). :class:`InputError` for both, or for a run with no tokens."""
+    any other ready token). :class:`InputError` for both, or for a run with no tokens.
+    ``macaroons``: a macaroon file whose 0600 copy the pilots get (:func:`plan`)."""
     if step is not None and pipeline is not None:
         raise InputError("pilots take one step or a pipeline's steps: give step or pipeline")
+    if macaroons is not None:
+        check_macaroons(macaroons)  # before the pool is asked
     with open_pool(settings) as pool:
         stages = pipeline_stages(pool, pipeline) if pipeline is not None else None
         cap = None
@@ -369,6 +420,7 @@ def submit_pilots(
             worker_args=worker_args,
             steps_dir=steps_dir,
             run_dir=run_dir,
+            macaroons=macaroons,
         )
         checked = tokens_to_check(pool, step, pipeline=pipeline, stages=stages)
         if check is not None:

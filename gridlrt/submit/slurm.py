@@ -156,10 +156,13 @@ class SlurmSubmitter(SharedPythonSubmitter):
             directives.append(f"#SBATCH --partition={res.partition}")
         if res.account:
             directives.append(f"#SBATCH --account={res.account}")
-        credentials = ""
+        exports = []
         if request.credentials_file is not None:
             path = _path_word(request.credentials_file, "credentials file")
-            credentials = f"export GRIDLRT_POOL_CREDENTIALS={shlex.quote(path)}"
+            exports.append(f"export GRIDLRT_POOL_CREDENTIALS={shlex.quote(path)}")
+        if request.macaroon_file is not None:
+            path = _path_word(request.macaroon_file, "macaroon file")
+            exports.append(f"export GRIDLRT_MACAROON_FILE={shlex.quote(path)}")
         script = render_template(
             SCRIPT,
             {
@@ -171,7 +174,7 @@ class SlurmSubmitter(SharedPythonSubmitter):
                 "walltime": slurm_time(res.walltime),
                 "run_dir": _path_word(request.run_dir, "run directory"),
                 "extra_directives": "\n".join(directives),
-                "credentials_export": credentials,
+                "credentials_export": "\n".join(exports),
                 "python": shlex.quote(self.python),
                 "worker_args": shlex.join(worker_command(request, local=True)[2:]),
             },
