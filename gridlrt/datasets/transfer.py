@@ -26,6 +26,19 @@ agree), at most ``parallel`` at a time; this module adds what a dataset needs on
 * **LTA tarballs** (``unpack=True``): each verified ``.MS...tar`` is unpacked into a
   temporary directory beside it (unsafe members refused), the measurement set renamed into
   place, then the tarball removed.
+* **measurement sets stored as directories** (entries of kind ``ms``, a source that is a
+  directory, a local ``*.MS`` directory to put): the tree is listed on the source
+  (:func:`list_tree`: one listing per directory), made as a temporary twin beside its final
+  name (``.<name>.part-<hex>`` locally, ``<name>.part-<hex>`` on storage, which ``gridlrt
+  data list`` leaves out), every file copied into it (verified, among the other copies),
+  and once the twin's listing matches the source's (the same files with the same sizes; the
+  total the dataset's size when it knows one) it is renamed to its final name - atomic
+  locally and on WebDAV (a ``MOVE``), where what was there under that name is removed
+  first. A killed transfer never leaves a partial measurement set under its final name; a
+  rerun skips one there with the same number of files and total size and removes the
+  twins killed runs left. An endpoint that cannot rename a directory gets no measurement
+  set (one failure line), never a partial one. Progress counts the bytes of the tree's
+  files; ``dataset.jsonl`` records the measurement set (its directory, its total size).
 
 One ``get`` at a time per directory: a second one into the same directory is refused while
 the first runs (an advisory lock, released even when the first is killed).
@@ -36,13 +49,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, Field
 
@@ -55,11 +69,25 @@ from gridlrt.datasets.model import (
     read_dataset,
     write_dataset,
 )
-from gridlrt.errors import GridlrtError, InputError, StorageError, StorageNotFound
+from gridlrt.errors import (
+    GridlrtError,
+    InputError,
+    StorageError,
+    StorageNotFound,
+    StorageNotSupported,
+)
 from gridlrt.lofar_names import ms_name_in_archive
 from gridlrt.storage import Storage
 from gridlrt.storage.models import TransferResult
-from gridlrt.storage.urls import TEMP_MARKER, is_temp_name, join, local_path, scheme_of, to_url
+from gridlrt.storage.urls import (
+    TEMP_MARKER,
+    endpoint,
+    is_temp_name,
+    join,
+    local_path,
+    scheme_of,
+    to_url,
+)
 
 #: the dataset file :func:`get_dataset` writes beside the data
 LOCAL_DATASET: Final = "dataset.jsonl"
@@ -67,10 +95,35 @@ LOCK_NAME: Final = ".gridlrt-data.lock"
 PROGRESS_INTERVAL: Final = 0.5
 
 Action = Literal["copy", "skip"]
+PlanKind = Literal["file", "tree"]
+
+
+class TreeFile(BaseModel):
+    """One file of a directory tree (a measurement set): its path inside, and its size."""
+
+    path: str = Field(description="relative to the tree's top, '/'-separated")
+    size: int
+
+
+class TreeListing(BaseModel):
+    """What a directory tree holds: its subdirectories (parents first) and its files."""
+
+    directories: list[str] = Field(default_factory=list)
+    files: list[TreeFile] = Field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def summary(self) -> str:
+        return f"{len(self.files)} files, {self.total} bytes"
 
 
 class FilePlan(BaseModel):
-    """One file of a transfer: where from, where to, and whether it is copied or skipped."""
+    """One entry of a transfer: where from, where to, and whether it is copied or skipped.
+
+    A measurement set directory is a ``tree``: ``tree`` lists its files (what is copied, one
+    verified copy each), ``size`` is their total."""
 
     name: str
     src: str
@@ -79,6 +132,10 @@ class FilePlan(BaseModel):
     action: Action
     reason: str = Field(default="", description="why skipped, or why copied again")
     unpack: bool = Field(default=False, description="an LTA tarball to unpack once verified")
+    kind: PlanKind = Field(default="file", description="tree: a directory (measurement set)")
+    tree_files: int | None = Field(default=None, description="files in the tree")
+    problem: str = Field(default="", description="why it cannot be copied (found in planning)")
+    tree: TreeListing | None = Field(default=None, exclude=True, repr=False)
 
 
 class TransferPlan(BaseModel):
@@ -186,6 +243,69 @@ def _checksum_matches(storage: Storage, url: str, expected: str) -> tuple[bool, 
     return _same_checksum(actual, expected), actual
 
 
+# --- directory trees (measurement sets) ------------------------------------------------------
+
+#: listings in flight at once while walking one tree
+TREE_JOBS: Final = 4
+
+
+def list_tree(storage: Storage, url: str) -> TreeListing:
+    """The subdirectories and files under directory ``url``, walked level by level: one
+    listing per directory (:meth:`Storage.scandir`), a level's directories in parallel.
+    Temporaries (``*.part-<hex>``) are left out, as ``gridlrt data list`` leaves them out of
+    a measurement set's size."""
+    from gridlrt.datasets.sources import _scan_level
+
+    listing = TreeListing()
+    with ThreadPoolExecutor(TREE_JOBS, thread_name_prefix="gridlrt-tree") as pool:
+        level = [""]
+        while level:
+            scanned = _scan_level(storage, [join(url, rel) if rel else url for rel in level], pool)
+            below = []
+            for rel, (_, names) in zip(level, scanned, strict=True):
+                for name, info in names:
+                    child = f"{rel}/{name}" if rel else name
+                    if info.is_dir:
+                        listing.directories.append(child)
+                        below.append(child)
+                    elif not is_temp_name(name):
+                        listing.files.append(TreeFile(path=child, size=info.size))
+            level = below
+    return listing
+
+
+def local_tree(root: Path) -> TreeListing:
+    """:func:`list_tree` of a local directory (``os.walk``; temporaries left out)."""
+    listing = TreeListing()
+    for here, subdirs, names in os.walk(root):
+        subdirs.sort()
+        rel = Path(here).relative_to(root)
+        listing.directories += [(rel / d).as_posix() for d in subdirs]
+        for name in sorted(names):
+            if not is_temp_name(name):
+                size = (Path(here) / name).stat().st_size
+                listing.files.append(TreeFile(path=(rel / name).as_posix(), size=size))
+    return listing
+
+
+def _same_tree(there: TreeListing, wanted: TreeListing) -> bool:
+    """What resume takes as "already there": the same number of files and the same total."""
+    return len(there.files) == len(wanted.files) and there.total == wanted.total
+
+
+def _tree_item(item: FilePlan, listing: TreeListing, known: int | None) -> FilePlan:
+    """``item`` as a tree of ``listing``; a problem when the dataset says another size."""
+    update: dict[str, object] = {
+        "kind": "tree", "tree": listing, "tree_files": len(listing.files), "size": listing.total
+    }  # fmt: skip
+    if known is not None and known != listing.total:
+        update["problem"] = update["reason"] = (
+            f"the measurement set holds {listing.summary()}, but the dataset says {known} "
+            "bytes (list it again: gridlrt data list)"
+        )
+    return item.model_copy(update=update)
+
+
 # --- plans -----------------------------------------------------------------------------------
 
 
@@ -269,12 +389,17 @@ def plan_get(
             ms = directory / ms_name_in_archive(item.name)
             if resume and ms.is_dir():
                 return item.model_copy(update={"action": "skip", "reason": f"unpacked: {ms.name}"})
+        if entry.kind == "ms":
+            return decide_tree(item, entry, target)
         size = item.size
         if size is None:  # for the totals (and the ETA), and to compare with what is there
             try:
-                size = storage.stat(item.src).size
+                info = storage.stat(item.src)
             except StorageError:
                 return item  # the copy reports it
+            if info.is_dir:
+                return decide_tree(item, entry, target)
+            size = info.size
             item = item.model_copy(update={"size": size})
         if not resume or not target.is_file():
             return item
@@ -294,6 +419,23 @@ def plan_get(
         return item.model_copy(
             update={"size": size, "action": "skip", "reason": f"there, same {how}"}
         )
+
+    def decide_tree(item: FilePlan, entry: DatasetEntry, target: Path) -> FilePlan:
+        try:
+            listing = list_tree(storage, item.src)
+        except StorageError as err:
+            return item.model_copy(update={"kind": "tree", "problem": str(err)})
+        item = _tree_item(item, listing, entry.size)
+        if item.problem or not resume or not (target.exists() or target.is_symlink()):
+            return item
+        if not target.is_dir():
+            return item.model_copy(update={"reason": "there as a file, not a directory"})
+        there = local_tree(target)
+        if not _same_tree(there, listing):
+            why = f"there with {there.summary()}, not {listing.summary()}"
+            return item.model_copy(update={"reason": why})
+        why = f"there, same number of files ({len(listing.files)}) and size"
+        return item.model_copy(update={"action": "skip", "reason": why})
 
     by_name = dict(zip(names, dataset.entries, strict=True))
     items = [
@@ -330,14 +472,17 @@ def _local_entries(source: str | os.PathLike[str] | Dataset) -> Dataset:
             for p in path.iterdir()
             if not p.name.startswith(".") and not is_temp_name(p.name) and p.name != LOCK_NAME
         )
+        from gridlrt.datasets.sources import is_measurement_set
+
         entries = []
         for p in files:
-            if p.is_dir():
+            if p.is_dir() and not is_measurement_set(p.name):
                 raise InputError(
-                    f"{p}: a directory (a measurement set?); data put copies files - pack it "
-                    "as a tarball first, or give a dataset of the files to put"
+                    f"{p}: a directory that is not a measurement set (*.MS); data put uploads "
+                    "files and measurement sets - give a dataset of the files to put"
                 )
-            entries.append(entry_for_url(to_url(p.absolute()), size=p.stat().st_size))
+            size = local_tree(p).total if p.is_dir() else p.stat().st_size
+            entries.append(entry_for_url(to_url(p.absolute()), size=size))
         if not entries:
             raise InputError(f"{path}: no files to put")
         return Dataset(name=path.name, source=str(path), entries=entries)
@@ -376,10 +521,12 @@ def plan_put(
     by_name = dict(zip(names, dataset.entries, strict=True))
 
     def decide(item: FilePlan) -> FilePlan:
-        if item.name not in present:
-            return item
         local = local_path(item.src)
         assert local is not None
+        if local.is_dir():
+            return decide_tree(item, local)
+        if item.name not in present:
+            return item
         try:
             size = local.stat().st_size
             remote = storage.stat(item.dst)
@@ -400,12 +547,30 @@ def plan_put(
             update={"size": size, "action": "skip", "reason": "there, same size"}
         )
 
+    def decide_tree(item: FilePlan, local: Path) -> FilePlan:
+        try:
+            listing = local_tree(local)
+        except OSError as exc:
+            return item.model_copy(update={"kind": "tree", "problem": f"cannot list it: {exc}"})
+        item = _tree_item(item, listing, None)
+        if item.name not in present:
+            return item
+        try:
+            there = list_tree(storage, item.dst)
+        except StorageError:  # a file of that name, or unreadable: replaced by the upload
+            return item.model_copy(update={"reason": "there, but not as a directory"})
+        if not _same_tree(there, listing):
+            why = f"there with {there.summary()}, not {listing.summary()}"
+            return item.model_copy(update={"reason": why})
+        why = f"there, same number of files ({len(listing.files)}) and size"
+        return item.model_copy(update={"action": "skip", "reason": why})
+
     items = []
     for name, entry in by_name.items():
         local = local_path(to_url(entry.url))
         assert local is not None
         try:
-            size: int | None = local.stat().st_size
+            size: int | None = None if local.is_dir() else local.stat().st_size
         except OSError:
             size = entry.size
         items.append(
@@ -419,8 +584,34 @@ def plan_put(
 # --- running a plan --------------------------------------------------------------------------
 
 
+class _Tree:
+    """A directory tree being copied: its temporary twin, the files left, the first error."""
+
+    def __init__(self, item: FilePlan, part: str) -> None:
+        assert item.tree is not None
+        self.item, self.listing, self.part = item, item.tree, part
+        self.left = len(item.tree.files)
+        self.results: list[TransferResult] = []
+        self.futures: list[Future[Any]] = []
+        self.error = ""
+        self.closed = False
+        self.started = time.monotonic()
+
+    @property
+    def bytes_done(self) -> int:
+        return sum(r.size for r in self.results)
+
+
+_Submit = Callable[..., "Future[Any]"]
+
+
 class _Run:
-    """Copies a plan's files, ``parallel`` at a time, reporting progress and failures."""
+    """Copies a plan's files, ``parallel`` at a time, reporting progress and failures.
+
+    A tree (a measurement set directory) is made as a temporary twin beside its final name
+    (``.<name>.part-<hex>`` when ``hidden_parts``, else ``<name>.part-<hex>``) with its
+    directories, its files are copied one verified copy each among the other copies, and once
+    all are there and its listing matches the source's it is renamed to its final name."""
 
     def __init__(
         self,
@@ -431,10 +622,12 @@ class _Run:
         on_failure: FailureCallback | None,
         after_copy: Callable[[FilePlan, TransferResult], None] | None,
         watch_dir: Path | None,
+        *,
+        hidden_parts: bool = False,
     ) -> None:
         self.plan, self.storage, self.parallel = plan, storage, parallel
         self.on_progress, self.on_failure, self.after_copy = on_progress, on_failure, after_copy
-        self.watch_dir = watch_dir
+        self.watch_dir, self.hidden_parts = watch_dir, hidden_parts
         todo = plan.to_copy
         self.progress = DatasetProgress(
             files_total=len(todo),
@@ -443,15 +636,20 @@ class _Run:
         )
         self.results: dict[str, TransferResult] = {}
         self.failures: list[FileFailure] = []
+        self.trees: dict[str, _Tree] = {}
         self._moving: set[str] = set()
+        self._moving_files: set[Path] = set()  # local files of trees being written
         self._lock = threading.Lock()
         self._shown = 0
+        self._reported = 0.0
 
     def _report(self, current: str = "") -> None:
+        self._reported = time.monotonic()
         if self.on_progress is None:
             return
         moving = self._bytes_moving()
         done = sum(r.size for r in self.results.values())
+        done += sum(t.bytes_done for t in self.trees.values() if not t.closed)
         self._shown = max(self._shown, done + moving)  # never backwards
         self.progress.bytes_done = self._shown
         self.progress.bytes_total = max(self.progress.bytes_total, self._shown)
@@ -459,14 +657,16 @@ class _Run:
         self.on_progress(self.progress.model_copy())
 
     def _bytes_moving(self) -> int:
-        """Bytes in the ``.part`` files of local destinations being written now."""
-        if self.watch_dir is None:
-            return 0
+        """Bytes in the local files being written now: the ``.part`` files of files, the
+        files of trees."""
         with self._lock:
-            moving = set(self._moving)
-        if not moving:
-            return 0
+            moving, files = set(self._moving), set(self._moving_files)
         total = 0
+        for path in files:
+            with contextlib.suppress(OSError):
+                total += path.stat().st_size
+        if self.watch_dir is None or not moving:
+            return total
         with contextlib.suppress(OSError), os.scandir(self.watch_dir) as listing:
             for item in listing:
                 head = item.name.rpartition(TEMP_MARKER)[0]
@@ -487,39 +687,186 @@ class _Run:
             with self._lock:
                 self._moving.discard(item.name)
 
+    # -- trees ------------------------------------------------------------------------------
+
+    def _start_tree(self, item: FilePlan) -> str:
+        """Make the tree's temporary twin and its directories; its URL."""
+        assert item.tree is not None
+        parent, name = item.dst.rstrip("/").rsplit("/", 1)
+        hidden = "." if self.hidden_parts else ""
+        part = f"{parent}/{hidden}{name}{TEMP_MARKER}{secrets.token_hex(4)}"
+        try:
+            self.storage.mkdir(part, parents=True)
+            for rel in item.tree.directories:  # parents first
+                self.storage.mkdir(join(part, rel), parents=False)
+        except BaseException:
+            with contextlib.suppress(StorageError):
+                self.storage.delete(part, recursive=True, missing_ok=True)
+            raise
+        return part
+
+    def _copy_tree_file(self, tree: _Tree, file: TreeFile) -> TransferResult:
+        """One file of a tree into its twin (written in place there: the twin is the
+        temporary), verified; its size must be the listed one."""
+        dst = join(tree.part, file.path)
+        local = local_path(dst)
+        if local is not None:
+            with self._lock:
+                self._moving_files.add(local)
+        try:
+            result = self.storage.copy(
+                join(tree.item.src, file.path), dst, atomic=False, clean_parts=False
+            )
+        finally:
+            if local is not None:
+                with self._lock:
+                    self._moving_files.discard(local)
+        if result.size != file.size:
+            raise StorageError(
+                f"{result.size} bytes, but {file.size} when listed (changed meanwhile?)"
+            )
+        return result
+
+    def _finish_tree(self, tree: _Tree) -> TransferResult:
+        """Check the twin against the source's listing, then rename it to the final name
+        (what was there under that name is removed first)."""
+        item = tree.item
+        there = list_tree(self.storage, tree.part)
+        files = sorted((f.path, f.size) for f in there.files)
+        if files != sorted((f.path, f.size) for f in tree.listing.files):
+            raise GridlrtError(
+                f"the copy holds {there.summary()}, the source {tree.listing.summary()}; "
+                "not put in place"
+            )
+        self.storage.delete(item.dst, recursive=True, missing_ok=True)
+        try:
+            self.storage.rename(tree.part, item.dst)
+        except StorageNotSupported:
+            raise GridlrtError(
+                f"{endpoint(item.dst)} cannot rename a directory, so a measurement set cannot "
+                "be put in place whole there; pack it as a tarball and put that"
+            ) from None
+        results = tree.results
+        return TransferResult(
+            src=redact_url(item.src),
+            dst=redact_url(item.dst),
+            size=tree.listing.total,
+            seconds=time.monotonic() - tree.started,
+            attempts=max((r.attempts for r in results), default=1),
+            verified="adler32" if results and all(r.verified == "adler32" for r in results)
+            else "size",
+            atomic=True,
+            note=f"a directory of {len(tree.listing.files)} files",
+        )  # fmt: skip
+
+    def _discard(self, tree: _Tree) -> None:
+        """Remove a failed tree's twin (best effort; a rerun removes what stays)."""
+        with contextlib.suppress(StorageError):
+            self.storage.delete(tree.part, recursive=True, missing_ok=True)
+
+    def _tree_step(self, tree: _Tree, submit: _Submit) -> set[Future[Any]]:
+        """Once every file of ``tree`` ended: fail it, or submit its finish."""
+        if tree.left > 0 or tree.closed:
+            return set()
+        tree.closed = True
+        if tree.error:
+            self._discard(tree)
+            self._fail(tree.item, tree.error)
+            return set()
+        return {submit("finish", tree.item, self._finish_tree, tree)}
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _fail(self, item: FilePlan, error: str) -> None:
+        failure = _failure(item, error)
+        self.failures.append(failure)
+        self.progress.files_failed += 1
+        if self.on_failure is not None:
+            self.on_failure(failure)
+        self._report(item.name)
+
+    def _done(self, item: FilePlan, result: TransferResult) -> None:
+        self.results[item.name] = result
+        self.progress.files_done += 1
+        self._report(item.name)
+
+    def _ended(
+        self, future: Future[Any], kind: str, item: FilePlan, file: TreeFile | None,
+        submit: _Submit,
+    ) -> set[Future[Any]]:  # fmt: skip
+        """Handle one finished task; the tasks it submits."""
+        tree = self.trees.get(item.name)
+        if future.cancelled():  # a file of a tree that failed already
+            assert tree is not None
+            tree.left -= 1
+            return self._tree_step(tree, submit)
+        try:
+            value = future.result()
+        except GridlrtError as err:
+            if kind == "part":
+                assert tree is not None and file is not None
+                if not tree.error:
+                    tree.error = f"{file.path}: {err}"
+                    for other in tree.futures:
+                        other.cancel()
+                tree.left -= 1
+                return self._tree_step(tree, submit)
+            if kind == "finish":
+                assert tree is not None
+                self._discard(tree)
+            self._fail(item, str(err))
+            return set()
+        if kind == "start":
+            assert item.tree is not None
+            tree = self.trees[item.name] = _Tree(item, value)
+            tree.futures = [
+                submit("part", item, self._copy_tree_file, tree, f, file=f) for f in item.tree.files
+            ]
+            return {*tree.futures, *self._tree_step(tree, submit)}
+        if kind == "part":
+            assert tree is not None
+            tree.results.append(value)
+            tree.left -= 1
+            return self._tree_step(tree, submit)
+        self._done(item, value)  # a file, or a tree in place
+        return set()
+
     def run(self) -> None:
         todo = self.plan.to_copy
         self._report()
         if not todo:
             return
-        workers = min(self.parallel, len(todo))
-        with ThreadPoolExecutor(workers, thread_name_prefix="gridlrt-data") as pool:
-            futures: dict[Future[TransferResult], FilePlan] = {
-                pool.submit(self._copy, item): item for item in todo
-            }
-            pending = set(futures)
+        with ThreadPoolExecutor(self.parallel, thread_name_prefix="gridlrt-data") as pool:
+            tasks: dict[Future[Any], tuple[str, FilePlan, TreeFile | None]] = {}
+
+            def submit(
+                kind: str, item: FilePlan, fn: Callable[..., Any], *args: Any,
+                file: TreeFile | None = None,
+            ) -> Future[Any]:  # fmt: skip
+                future = pool.submit(fn, *args)
+                tasks[future] = (kind, item, file)
+                return future
+
+            for item in todo:
+                if item.problem:
+                    self._fail(item, item.problem)
+                elif item.kind == "tree":
+                    submit("start", item, self._start_tree, item)
+                else:
+                    submit("file", item, self._copy, item)
+            pending = set(tasks)
             try:
                 while pending:
                     finished, pending = wait(
                         pending, timeout=PROGRESS_INTERVAL, return_when=FIRST_COMPLETED
                     )
-                    if not finished:
-                        self._report()
                     for future in finished:
-                        item = futures[future]
-                        try:
-                            self.results[item.name] = future.result()
-                        except GridlrtError as err:
-                            failure = _failure(item, str(err))
-                            self.failures.append(failure)
-                            self.progress.files_failed += 1
-                            if self.on_failure is not None:
-                                self.on_failure(failure)
-                        else:
-                            self.progress.files_done += 1
-                        self._report(item.name)
+                        kind, item, file = tasks.pop(future)
+                        pending |= self._ended(future, kind, item, file, submit)
+                    if time.monotonic() - self._reported >= PROGRESS_INTERVAL:
+                        self._report()
             except BaseException:  # Ctrl-C: stop what moves, start nothing more
-                for other in futures:
+                for other in tasks:
                     other.cancel()
                 self.storage.cancel()
                 raise
@@ -547,16 +894,19 @@ def _directory_lock(directory: Path) -> Iterator[None]:
 
 
 def _remove_local_parts(directory: Path, names: set[str]) -> int:
-    """Remove ``<name>.part-<hex>`` files and ``.<name>.unpack-*`` directories killed
-    copies and unpacks left in ``directory`` for ``names``; how many."""
+    """Remove ``<name>.part-<hex>`` files, ``.<name>.part-<hex>`` directories (measurement
+    sets being fetched) and ``.<name>.unpack-*`` directories killed copies and unpacks left
+    in ``directory`` for ``names``; how many."""
     removed = 0
     for item in directory.iterdir():
         head = item.name.rpartition(TEMP_MARKER)[0]
-        unpack_of = item.name[1:].rpartition(".unpack-")[0] if item.name.startswith(".") else ""
+        hidden = item.name.startswith(".")
+        unpack_of = item.name[1:].rpartition(".unpack-")[0] if hidden else ""
+        tree_of = head[1:] if hidden and is_temp_name(item.name) else ""
         if is_temp_name(item.name) and head in names and item.is_file():
             item.unlink(missing_ok=True)
             removed += 1
-        elif unpack_of in names and item.is_dir():
+        elif (unpack_of in names or tree_of in names) and item.is_dir():
             shutil.rmtree(item, ignore_errors=True)
             removed += 1
     return removed
@@ -668,7 +1018,12 @@ def get_dataset(
                 with lock:
                     unpacked[item.name] = ms
 
-        run = _Run(plan, storage, parallel, on_progress, on_failure, after_copy, directory)
+        # what killed gets left goes first: a measurement set's twin may be large
+        stale = _remove_local_parts(directory, {f.name for f in plan.files})
+        run = _Run(
+            plan, storage, parallel, on_progress, on_failure, after_copy, directory,
+            hidden_parts=True,
+        )  # fmt: skip
         try:
             run.run()
             for item in plan.to_skip:  # verified tarballs an interrupted get did not unpack
@@ -679,7 +1034,7 @@ def get_dataset(
                     except GridlrtError as err:
                         run.failures.append(_failure(item, str(err)))
         finally:
-            stale = _remove_local_parts(directory, {f.name for f in plan.files})
+            stale += _remove_local_parts(directory, {f.name for f in plan.files})
         report = TransferReport(
             destination=str(directory),
             copied=[f.name for f in plan.to_copy if f.name in run.results],
@@ -711,6 +1066,8 @@ def _got_dataset(
         if item.action == "copy" and item.name not in results:
             continue
         update: dict[str, object] = {"url": item.dst, "name": item.name, "site": None}
+        if item.kind == "tree":
+            update["kind"] = "ms"
         result = results.get(item.name)
         if result is not None:
             update["size"] = result.size
@@ -761,8 +1118,8 @@ def put_dataset(
     on_failure: FailureCallback | None = None,
 ) -> TransferReport:
     """Upload local files into the storage directory ``to_url_``: a directory (its
-    ``dataset.jsonl`` when it has one, else its files), a dataset file of ``file://``
-    entries, or a :class:`Dataset` of them. Resume, progress and failures as
+    ``dataset.jsonl`` when it has one, else its files and ``*.MS`` directories), a dataset
+    file of ``file://`` entries, or a :class:`Dataset` of them. Resume, progress and failures as
     :func:`get_dataset`; the report's dataset lists the uploaded files at their new URLs."""
     if parallel < 1:
         raise InputError(f"parallel must be at least 1, not {parallel}")
@@ -771,7 +1128,7 @@ def put_dataset(
     plan = plan_put(
         dataset, to_url_, storage=storage, resume=resume, checksums=checksums, parallel=parallel
     )
-    run = _Run(plan, storage, parallel, on_progress, on_failure, None, None)
+    run = _Run(plan, storage, parallel, on_progress, on_failure, None, None, hidden_parts=False)
     run.run()
     landed = {f.name for f in plan.files if f.action == "skip" or f.name in run.results}
     stale = _remove_remote_parts(storage, to_url(to_url_).rstrip("/"), landed)
@@ -800,8 +1157,8 @@ def put_dataset(
 
 
 def _remove_remote_parts(storage: Storage, base: str, names: set[str]) -> int:
-    """Remove the ``<name>.part-<hex>`` files killed uploads left in ``base`` for ``names``
-    (one listing; best effort)."""
+    """Remove the ``<name>.part-<hex>`` files (and measurement set directories) killed
+    uploads left in ``base`` for ``names`` (one listing; best effort)."""
     if not names:
         return 0
     try:
@@ -812,5 +1169,5 @@ def _remove_remote_parts(storage: Storage, base: str, names: set[str]) -> int:
     for name in listed:
         if is_temp_name(name) and name.rpartition(TEMP_MARKER)[0] in names:
             with contextlib.suppress(StorageError):
-                removed += storage.delete(join(base, name), missing_ok=True)
+                removed += storage.delete(join(base, name), recursive=True, missing_ok=True)
     return removed

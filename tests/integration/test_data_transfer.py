@@ -8,6 +8,14 @@ was complete and leaves no ``.part`` file; a missing source is one line and exit
 others arrive; a dataset checksum that does not match removes the copy; ``data put`` uploads
 the local copy to another WebDAV directory (sizes compared, a rerun skips all); LTA tarballs
 unpack; bad input is one line and exit 3.
+
+Measurement sets stored as directories (real casacore tables from
+:func:`gridlrt.demo.synthetic_ms.make_synthetic_ms`): a storage directory of three (WebDAV and
+file://) arrives byte-identical and casacore opens each copy; a rerun copies nothing, and one
+that lost a file is fetched again whole; a size that is not the dataset's is one line; a get
+SIGKILLed in the middle of a tree leaves no partial measurement set under its final name and
+its rerun finishes; ``data put`` uploads them as trees to WebDAV, ``data list`` shows them with
+their sizes, a rerun skips them and a remote one that lost a file is replaced whole.
 """
 
 from __future__ import annotations
@@ -365,3 +373,242 @@ def test_bad_input_is_one_line(tmp_path: Path, args: list[str], expected: str) -
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
     assert not (tmp_path / "out").exists() and not (tmp_path / "up").exists()
+
+
+# --- measurement sets stored as directories (casacore table trees) --------------------------
+
+
+def make_ms_dir(directory: Path, subband: int, **spec: int) -> Path:
+    """A real (synthetic) LOFAR measurement set ``directory/L700701_SAP000_SB<nnn>_uv.MS``."""
+    from gridlrt.demo.synthetic_ms import SyntheticMSSpec, make_synthetic_ms
+
+    made = SyntheticMSSpec(obsid=700701, subband=subband, **spec)
+    return make_synthetic_ms(directory / made.ms_name, made)
+
+
+def ms_area(webdav: WebDAV, subbands: tuple[int, ...], **spec: int) -> tuple[str, list[Path]]:
+    """A new directory served by WebDAV holding a measurement set per subband."""
+    rel = f"L700701-{uuid4().hex[:8]}"
+    (webdav.root / rel).mkdir()
+    return rel, [make_ms_dir(webdav.root / rel, sb, **spec) for sb in subbands]
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``root`` (empty directories as "dir")."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_dir():
+            if not any(path.iterdir()):
+                found[rel] = "dir"
+        else:
+            found[rel] = sha256(path)
+    return found
+
+
+def tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def tree_inodes(root: Path) -> dict[str, int]:
+    return {p.relative_to(root).as_posix(): p.stat().st_ino for p in root.rglob("*")}
+
+
+def assert_same_ms(copy: Path, original: Path) -> None:
+    """Byte for byte the same files, and casacore opens the copy: same rows, same DATA."""
+    from casacore import tables as ct
+
+    assert tree_digest(copy) == tree_digest(original)
+    with ct.table(str(copy), readonly=True, ack=False) as got:
+        with ct.table(str(original), readonly=True, ack=False) as want:
+            assert got.nrows() == want.nrows() > 0
+            assert (got.getcol("DATA") == want.getcol("DATA")).all()
+        with ct.table(str(copy / "SPECTRAL_WINDOW"), readonly=True, ack=False) as spw:
+            assert spw.nrows() == 1
+
+
+def ms_parts(directory: Path) -> list[str]:
+    """The temporary twins (``.<name>.part-<hex>``) of measurement sets being fetched."""
+    return sorted(p.name for p in directory.iterdir() if p.is_dir() and is_temp_name(p.name))
+
+
+@pytest.mark.parametrize("scheme", ["davs", "file"])
+def test_get_a_directory_of_measurement_sets_then_rerun_copies_nothing(
+    webdav: WebDAV, tmp_path: Path, scheme: str
+) -> None:
+    rel = f"L700701-{uuid4().hex[:8]}"
+    where = webdav.root / rel if scheme == "davs" else tmp_path / "store" / rel
+    where.mkdir(parents=True)
+    originals = [make_ms_dir(where, sb) for sb in (100, 101, 102)]
+    url = webdav.davs_url(rel) + "/" if scheme == "davs" else where.as_uri()
+    env = cli_env(tmp_path)
+    out = tmp_path / "got"
+
+    listed = json.loads(gridlrt(env, "data", "list", url, "--json").stdout)["dataset"]["entries"]
+    assert [(e["name"], e["kind"], e["size"]) for e in listed] == [
+        (ms.name, "ms", tree_bytes(ms)) for ms in originals
+    ]
+    files = sum(1 for ms in originals for p in ms.rglob("*") if p.is_file())
+
+    dry = json.loads(
+        gridlrt(env, "data", "get", url, "--to", str(out), "--dry-run", "--json").stdout
+    )
+    assert [(f["name"], f["kind"], f["tree_files"]) for f in dry["copy"]] == [
+        (ms.name, "tree", sum(1 for p in ms.rglob("*") if p.is_file())) for ms in originals
+    ]
+    assert dry["bytes_to_copy"] == sum(tree_bytes(ms) for ms in originals)
+    assert not out.exists()
+
+    report = json.loads(
+        gridlrt(env, "data", "get", url, "--to", str(out), "-j", "4", "--json").stdout
+    )
+    assert report["copied"] == [ms.name for ms in originals] and report["failed"] == []
+    assert report["bytes_copied"] == sum(tree_bytes(ms) for ms in originals)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*(ms.name for ms in originals), "dataset.jsonl"]
+    )  # no twin left behind
+    for ms in originals:
+        assert_same_ms(out / ms.name, ms)
+    local = read_dataset(out / "dataset.jsonl")
+    assert [(e.name, e.kind, e.url, e.size, e.subband) for e in local.entries] == [
+        (ms.name, "ms", (out / ms.name).as_uri(), tree_bytes(ms), sb)
+        for ms, sb in zip(originals, (100, 101, 102), strict=True)
+    ]
+    assert files > 3 * 20  # real casacore trees: subtables and their files
+
+    before = {ms.name: tree_inodes(out / ms.name) for ms in originals}
+    again = json.loads(gridlrt(env, "data", "get", url, "--to", str(out), "--json").stdout)
+    assert again["copied"] == [] and again["skipped"] == [ms.name for ms in originals]
+    assert again["bytes_copied"] == 0
+    assert {ms.name: tree_inodes(out / ms.name) for ms in originals} == before
+
+    # an MS that lost a file is fetched again, whole; the others are left alone
+    damaged = out / originals[1].name / "table.f1"
+    damaged.unlink()
+    third = json.loads(gridlrt(env, "data", "get", url, "--to", str(out), "--json").stdout)
+    assert third["copied"] == [originals[1].name] and len(third["skipped"]) == 2
+    assert_same_ms(out / originals[1].name, originals[1])
+    assert tree_inodes(out / originals[0].name) == before[originals[0].name]
+    assert ms_parts(out) == []
+
+
+def test_get_of_an_ms_whose_size_is_not_the_dataset_s_fails_in_one_line(
+    webdav: WebDAV, tmp_path: Path
+) -> None:
+    rel, originals = ms_area(webdav, (100, 101))
+    env = cli_env(tmp_path)
+    ds = tmp_path / "ds.jsonl"
+    gridlrt(env, "data", "list", webdav.dav_url(rel), "-o", str(ds))
+    dataset = read_dataset(ds)
+    dataset.entries[0].size = (dataset.entries[0].size or 0) + 1  # not what is stored
+    write_dataset(ds, dataset)
+    out = tmp_path / "got"
+
+    result = gridlrt(env, "data", "get", str(ds), "--to", str(out), check=False)
+    assert result.returncode == 1
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("failed: ")]
+    assert line.startswith(f"failed: {originals[0].name}: the measurement set holds ")
+    assert "but the dataset says" in line
+    assert not (out / originals[0].name).exists()
+    assert_same_ms(out / originals[1].name, originals[1])
+    assert ms_parts(out) == []
+
+
+def test_get_killed_during_a_tree_leaves_no_partial_ms_and_the_rerun_finishes(
+    webdav: WebDAV, tmp_path: Path
+) -> None:
+    big = {"stations": 6, "channels": 256, "timeslots": 300}  # about 80 MB, 67 files each
+    rel, originals = ms_area(webdav, (100, 101, 102), **big)
+    size = tree_bytes(originals[0])
+    names = {ms.name for ms in originals}
+    env = cli_env(tmp_path)
+    out = tmp_path / "got"
+    url = webdav.dav_url(rel)
+
+    def twin_bytes() -> int:  # bytes in the temporary twins being written
+        total = 0
+        with contextlib.suppress(FileNotFoundError):
+            for twin in ms_parts(out):
+                for p in (out / twin).rglob("*"):
+                    with contextlib.suppress(FileNotFoundError):
+                        total += p.stat().st_size if p.is_file() else 0
+        return total
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "gridlrt", "data", "get", url, "--to", str(out), "-j", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: out.is_dir() and twin_bytes() >= 0.3 * size)  # in the middle of a tree
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(30)
+    assert child.returncode == -signal.SIGKILL
+
+    assert ms_parts(out), "killed while a measurement set was being copied"
+    final = [p for p in out.iterdir() if p.name in names]
+    assert len(final) < 3, "killed before the end"
+    by_name = {ms.name: ms for ms in originals}
+    for path in final:  # a measurement set under its final name is whole
+        assert_same_ms(path, by_name[path.name])
+    complete = {p.name: tree_inodes(p) for p in final}
+
+    rerun = json.loads(gridlrt(env, "data", "get", url, "--to", str(out), "--json").stdout)
+    assert sorted(rerun["skipped"]) == sorted(complete)
+    assert sorted(rerun["copied"]) == sorted(names - set(complete))
+    assert rerun["failed"] == [] and rerun["stale_parts_removed"] >= 1
+    assert {name: tree_inodes(out / name) for name in complete} == complete
+    assert sorted(p.name for p in out.iterdir()) == sorted([*names, "dataset.jsonl"])
+    for ms in originals:
+        assert_same_ms(out / ms.name, ms)
+    assert [e.kind for e in read_dataset(out / "dataset.jsonl").entries] == ["ms"] * 3
+
+
+def test_put_measurement_set_directories_to_webdav_then_list_them(
+    webdav: WebDAV, tmp_path: Path
+) -> None:
+    local = tmp_path / "L700701"
+    local.mkdir()
+    originals = [make_ms_dir(local, sb) for sb in (100, 101, 102)]
+    tarball = local / "L700701_SB103_uv.MS_3d78b8f1.tar"
+    tarball.write_bytes(os.urandom(20_000))
+    env = cli_env(tmp_path)
+    target_rel = f"up-{uuid4().hex[:8]}"
+    target = webdav.davs_url(target_rel)
+    stale = webdav.root / target_rel / f"{originals[0].name}.part-0123abcd" / "SPECTRAL_WINDOW"
+    stale.mkdir(parents=True)  # the twin a killed put left
+    (stale / "table.f0").write_bytes(b"half")
+
+    dry = gridlrt(env, "data", "put", str(local), "--to", target, "--dry-run").stdout
+    assert "4 file(s) to put" in dry
+    report = json.loads(gridlrt(env, "data", "put", str(local), "--to", target, "--json").stdout)
+    assert report["failed"] == [] and report["stale_parts_removed"] == 1
+    assert report["copied"] == [*(ms.name for ms in originals), tarball.name]
+    assert report["bytes_copied"] == sum(map(tree_bytes, originals)) + 20_000
+
+    remote = webdav.root / target_rel
+    assert sorted(p.name for p in remote.iterdir()) == sorted(
+        [*(ms.name for ms in originals), tarball.name]
+    )  # no twin (*.part-*) left on the server
+    for ms in originals:
+        assert_same_ms(remote / ms.name, ms)
+
+    listed = json.loads(gridlrt(env, "data", "list", target, "--json").stdout)
+    entries = {e["name"]: (e["kind"], e["size"]) for e in listed["dataset"]["entries"]}
+    assert entries == {
+        **{ms.name: ("ms", tree_bytes(ms)) for ms in originals},
+        tarball.name: ("ms-tarball", 20_000),
+    }
+
+    again = json.loads(gridlrt(env, "data", "put", str(local), "--to", target, "--json").stdout)
+    assert again["copied"] == [] and len(again["skipped"]) == 4
+
+    # a remote MS that lost a file is uploaded again, whole, in its place
+    (remote / originals[2].name / "table.f1").unlink()
+    third = json.loads(gridlrt(env, "data", "put", str(local), "--to", target, "--json").stdout)
+    assert third["copied"] == [originals[2].name] and len(third["skipped"]) == 3
+    assert_same_ms(remote / originals[2].name, originals[2])
+    assert [p.name for p in remote.iterdir() if is_temp_name(p.name)] == []
