@@ -270,8 +270,9 @@ def put_command(
         str,
         typer.Argument(
             metavar="DIR|DATASET",
-            help="A local directory (its dataset.jsonl when it has one, else its files), or a "
-            "dataset file of local (file://) entries.",
+            help="A local directory (its dataset.jsonl when it has one, else its files and "
+            "*.MS measurement-set directories, each uploaded whole), or a dataset file of "
+            "local (file://) entries.",
             show_default=False,
         ),
     ],

@@ -168,7 +168,7 @@ def _join(base: str, name: str) -> str:
     return f"{base.rstrip('/')}/{name}"
 
 
-def _scan_level(
+def scan_level(
     storage: Storage, directories: list[str], pool: ThreadPoolExecutor
 ) -> list[tuple[str, list[tuple[str, StatInfo]]]]:
     """Names and stats of each of ``directories``, listed in parallel: one request per
@@ -201,7 +201,7 @@ def tree_size(storage: Storage, url: str, pool: ThreadPoolExecutor | None = None
         total = 0
         level = [url]
         while level:
-            listings = _scan_level(storage, level, pool)
+            listings = scan_level(storage, level, pool)
             level = []
             for directory, listing in listings:
                 for name, info in listing:
@@ -238,7 +238,7 @@ def dataset_from_storage(
         skipped_dirs = skipped_parts = 0
         level = [base] if top.is_dir else []
         while level:
-            listings = _scan_level(storage, level, pool)
+            listings = scan_level(storage, level, pool)
             level = []
             for directory, listing in listings:
                 for name, info in listing:

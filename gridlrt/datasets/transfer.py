@@ -254,13 +254,13 @@ def list_tree(storage: Storage, url: str) -> TreeListing:
     listing per directory (:meth:`Storage.scandir`), a level's directories in parallel.
     Temporaries (``*.part-<hex>``) are left out, as ``gridlrt data list`` leaves them out of
     a measurement set's size."""
-    from gridlrt.datasets.sources import _scan_level
+    from gridlrt.datasets.sources import scan_level
 
     listing = TreeListing()
     with ThreadPoolExecutor(TREE_JOBS, thread_name_prefix="gridlrt-tree") as pool:
         level = [""]
         while level:
-            scanned = _scan_level(storage, [join(url, rel) if rel else url for rel in level], pool)
+            scanned = scan_level(storage, [join(url, rel) if rel else url for rel in level], pool)
             below = []
             for rel, (_, names) in zip(level, scanned, strict=True):
                 for name, info in names:
