@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gridlrt.cli.common import PoolOption, console, err_console, settings
+from gridlrt.cli.submit import MacaroonsOption
 from gridlrt.cli.tokens import STATUS_STYLE, DryRunOption, JsonOption, token_step_check
 from gridlrt.errors import (
     GridlrtError,
@@ -369,6 +370,7 @@ def run_command(
         float, typer.Option("--timeout", help="Give up waiting after this many seconds.")
     ] = 24 * 3600.0,
     pool: PoolOption = None,
+    macaroons: MacaroonsOption = None,
     dry_run: DryRunOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -384,8 +386,16 @@ def run_command(
         gridlrt pipeline run cal-target.toml -i calibrator=c.txt -i target=t.txt --dry-run
     """
     from gridlrt.submit.model import Resources
-    from gridlrt.submit.service import cancel, get_submitter, refresh, submit_pilots
+    from gridlrt.submit.service import (
+        cancel,
+        check_macaroons,
+        get_submitter,
+        refresh,
+        submit_pilots,
+    )
 
+    if macaroons is not None:
+        check_macaroons(macaroons)  # before anything is created: one line, exit 4
     chosen = settings(ctx, pool)
     created = create_pipeline(
         chosen,
@@ -419,6 +429,7 @@ def run_command(
             resources=Resources(walltime=timeout),
             worker_args=worker_args,
             steps_dir=steps_dir,
+            macaroons=macaroons,
         ).record
     deadline = time.monotonic() + timeout
     with open_pool(chosen) as opened:

@@ -53,6 +53,19 @@ _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
 _FACTOR = {"": 1, "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
 
 
+#: ``--macaroons FILE`` of every command that starts pilots (submit, pipeline run)
+MacaroonsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--macaroons",
+        metavar="FILE",
+        help="A 0600 macaroon file (gridlrt stage macaroons): pilots download inputs from "
+        "(and upload to) its WebDAV doors with it; shipped as macaroon.cred (0600), never "
+        "on a command line or in a script or JDL.",
+        show_default=False,
+    ),
+]
+
 def parse_memory(text: str) -> int:
     """``4G``, ``4000M``, ``4GB``, ``4000`` (MB) -> megabytes."""
     match = _MEMORY.match(text.strip())
@@ -207,17 +220,7 @@ def submit_command(
             "--delegation", help="gLite: delegation id (default: $USER).", show_default=False
         ),
     ] = None,
-    macaroons: Annotated[
-        Path | None,
-        typer.Option(
-            "--macaroons",
-            metavar="FILE",
-            help="A 0600 macaroon file (gridlrt stage macaroons): pilots download inputs from "
-            "(and upload to) its WebDAV doors with it; shipped as macaroon.cred (0600), never "
-            "on a command line or in a script or JDL.",
-            show_default=False,
-        ),
-    ] = None,
+    macaroons: MacaroonsOption = None,
     run_dir: Annotated[
         Path | None,
         typer.Option(

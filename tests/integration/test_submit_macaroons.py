@@ -170,6 +170,16 @@ def test_a_bad_macaroon_file_is_one_line(case: str, tmp_path: Path) -> None:
         line = one_error_line(result, ExitCode.CREDENTIALS)
         assert line.startswith("error: --macaroons") and expected in line, line
         assert "MDAsecret" not in result.stdout + result.stderr
+    # pipeline run refuses it before creating anything
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("https://door.example.org/L1_SB000_uv.MS_00000000.tar\n")
+    result = gridlrt(
+        env, "pipeline", "run", "cal-target", "-i", f"calibrator={inputs}", "-i",
+        f"target={inputs}", "--macaroons", str(path), check=False,
+    )  # fmt: skip
+    line = one_error_line(result, ExitCode.CREDENTIALS)
+    assert expected in line and "MDAsecret" not in result.stdout + result.stderr
+    assert [t.id for t in pool.tokens()] == ["t0"]  # no run created
     assert not (tmp_path / "runs").exists()
 
 
