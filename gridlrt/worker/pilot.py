@@ -53,7 +53,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from gridlrt.errors import GridlrtError, InputError, LostClaim, PoolUnavailable
+from gridlrt.errors import (
+    GridlrtError,
+    InputError,
+    LostClaim,
+    PoolUnavailable,
+    StoragePermissionDenied,
+    TransfersFailed,
+)
 from gridlrt.sandbox.extract import extract_tarball
 from gridlrt.storage import Storage, TransferResult
 from gridlrt.tokens import PilotInfo, Token, TokenPool, TokenStatus
@@ -378,7 +385,15 @@ class Pilot:
         if not plan.downloads:
             return
         pairs = [(d.url, d.path.resolve().as_uri()) for d in plan.downloads]
-        self.storage.copy_many(pairs, max_in_flight=4)
+        try:
+            self.storage.copy_many(pairs, max_in_flight=4)
+        except TransfersFailed as exc:
+            hint = macaroon_hint(exc, self.storage.bearer_prefixes)
+            if hint:
+                raise TransfersFailed(
+                    f"{exc}; {hint}", failures=exc.failures, results=exc.results
+                ) from exc
+            raise
         for item in plan.downloads:
             if item.extract_to is not None:
                 extract_ms(item.path, item.extract_to)
@@ -523,6 +538,25 @@ def _either(first: threading.Event, second: threading.Event, out: threading.Even
             out.set()
             return
         out.wait(0.2)
+
+
+def macaroon_hint(failed: TransfersFailed, prefixes: list[str]) -> str:
+    """What to do when a WebDAV door refused inputs this pilot has no bearer token for (a
+    dCache door behind StageIT macaroons answers 401): empty when that is not the case."""
+    refused = [
+        src
+        for src, _, error in failed.failures
+        if src.split("://", 1)[0].lower() in ("http", "https", "dav", "davs")
+        and (isinstance(error, StoragePermissionDenied) or " 401" in str(error))
+        and not any(src.startswith(prefix) for prefix in prefixes)
+    ]
+    if not refused:
+        return ""
+    return (
+        "the WebDAV door refused this pilot, which has no macaroon for it: if the files were "
+        "staged with StageIT, give the pilots its macaroons (gridlrt stage macaroons ID -o "
+        "FILE, then gridlrt submit ... --macaroons FILE)"
+    )
 
 
 def describe_outputs(plan: TokenPlan) -> dict[str, dict[str, Any]]:

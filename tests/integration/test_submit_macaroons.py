@@ -234,6 +234,7 @@ def test_local_pilot_downloads_and_uploads_with_the_macaroon_and_fails_clearly_w
     error = token.error[-1].message
     assert error.startswith("1 of 1 transfer(s) failed; first: copy davs://"), error
     assert "HTTP 401 : Authentication Error" in error and "\n" not in error, error
+    assert "--macaroons FILE" in error, error  # the pilot says what to do about it
     assert len(door.dav.refusals()) > refusals
     assert not (Path(record["run_dir"]) / "macaroon.cred").exists()
 
