@@ -335,9 +335,44 @@ def dataset_from_stage(
             f"pool:{run}/{stage}: {total - len(done)} of {total} token(s) not done ({others}): "
             "their outputs are not listed"
         )
-    entries = [entry for token in done for entry in stage_entries(token)]
+    entries = with_catalogue(pool, run, stage, [e for t in done for e in stage_entries(t)])
     entries.sort(key=lambda e: (e.obsid or 0, e.sap or 0, e.subband or 0, e.url))
     return Dataset(name=f"{run}/{stage}", source=f"{POOL_PREFIX}{run}/{stage}", entries=entries)
+
+
+#: what the catalogue knows of a measurement set that the tokens' upload records do not
+CATALOGUE_FIELDS: Final = (
+    "frequency_hz",
+    "bandwidth_hz",
+    "channels",
+    "start_time",
+    "end_time",
+    "stations",
+    "flagged_fraction",
+)
+
+
+def with_catalogue(
+    pool: TokenPool, run: str, stage: str, entries: list[DatasetEntry]
+) -> list[DatasetEntry]:
+    """``entries`` of a stage with what the pilots catalogued of each output (frequency,
+    channels, time range, stations, flagged fraction) where the entry does not know it."""
+    from gridlrt.datasets.catalogue import Query
+    from gridlrt.datasets.catalogue import entries as catalogued
+
+    known = {e.url: e for e in catalogued(pool, Query(pipeline=run, stage=stage))}
+    merged = []
+    for entry in entries:
+        found = known.get(entry.url)
+        if found is not None:
+            update = {
+                name: getattr(found, name)
+                for name in CATALOGUE_FIELDS
+                if getattr(entry, name) is None and getattr(found, name) is not None
+            }
+            entry = entry.model_copy(update=update)
+        merged.append(entry)
+    return merged
 
 
 def _checksum(value: str | None) -> str | None:

@@ -23,6 +23,7 @@ from casacore import tables
 
 from gridlrt.datasets import catalogue
 from gridlrt.datasets.model import DatasetEntry, read_dataset
+from gridlrt.datasets.sources import SourceContext, load_dataset
 from gridlrt.errors import PoolError
 from gridlrt.storage import Storage
 from gridlrt.tokens import TokenPool, TokenStatus, new_token
@@ -142,6 +143,12 @@ def test_a_pilot_catalogues_its_outputs_and_a_redo_overwrites(
     low, high = catalogue.parse_frequency_range("119.5..119.6MHz")
     assert subbands(freq_low_hz=low, freq_high_hz=high) == [100]
     assert subbands(obsid=OBSID, freq_low_hz=119.6e6) == [101]
+    # the stage as a data source: upload records plus what the catalogue knows of each set
+    stage = load_dataset("pool:run1/avg", SourceContext(pool=pool))
+    assert [(e.subband, e.channels, e.frequency_hz) for e in stage.entries] == [
+        (e.subband, 16, e.frequency_hz) for e in found
+    ]
+    assert [e.flagged_fraction for e in stage.entries] == pytest.approx([0.25, 0.0])
 
     # reset and redo SB100: the record is overwritten, not added to
     before = pool.records(catalogue.KIND)
