@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from gridlrt.cli.common import PoolOption, console, err_console, settings
+from gridlrt.cli.common import PoolOption, console, err_console, format_bytes, settings
 from gridlrt.datasets.bands import DEFAULT_BAND, parse_band, with_estimated_frequencies
 from gridlrt.datasets.check import check_dataset, compare_datasets
 from gridlrt.datasets.model import (
@@ -117,16 +117,6 @@ def print_notes(context: SourceContext) -> None:
         err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
 
 
-def _size(value: int | None) -> str:
-    if value is None:
-        return "?"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value = value / 1000  # type: ignore[assignment]
-    return str(value)
-
-
 def dataset_table(
     dataset: Dataset, summary: DatasetSummary, shown: int = 400, *, estimated: str = ""
 ) -> Table:
@@ -140,7 +130,7 @@ def dataset_table(
     if estimated and summary.frequency_low_hz is not None:
         freq += f" (estimated from subband numbers: {estimated}; --band to change)"
     caption = (
-        f"{summary.files} file(s), {_size(summary.bytes)}"
+        f"{summary.files} file(s), {format_bytes(summary.bytes)}"
         + (f" ({summary.unknown_sizes} of unknown size)" if summary.unknown_sizes else "")
         + f"; subbands {summary.subbands or '-'}; {freq}"
         + (f"; missing {summary.missing}" if summary.missing else "")
@@ -158,7 +148,7 @@ def dataset_table(
         table.add_row(
             entry.label if entry.subband is None else f"{entry.subband}",
             mhz,
-            _size(entry.size),
+            format_bytes(entry.size),
             entry.site or "",
             entry.name,
         )

@@ -13,18 +13,9 @@ from collections.abc import Iterator
 from typing import Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
-from gridlrt.cli.common import console, err_console
-from gridlrt.cli.storage import open_storage
+from gridlrt.cli.common import console, format_bytes
+from gridlrt.cli.storage import open_storage, transfer_bar
 from gridlrt.datasets.transfer import (
     DatasetProgress,
     FailureCallback,
@@ -92,32 +83,12 @@ DryRunOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="The outcome (or plan) as JSON.")]
 
 
-def _bytes(value: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
-
-
 @contextlib.contextmanager
 def dataset_progress(label: str) -> Iterator[tuple[ProgressCallback, FailureCallback]]:
     """A rich progress bar on stderr (bytes, speed, ETA, files done/failed/skipped) and a
     failure printer (one line per failed file, above the bar). Drawn only on a terminal;
     failure lines are printed either way."""
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[files]}"),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,
-    )
-    task = progress.add_task(label, total=None, files="")
+    progress, task = transfer_bar(label)
 
     def update(report: DatasetProgress) -> None:
         failed = f", {report.files_failed} failed" if report.files_failed else ""
@@ -153,7 +124,7 @@ def _print_plan(plan: TransferPlan, verb: str, as_json: bool) -> None:
         )
         return
     for f in plan.files:
-        size = _bytes(f.size) if f.size is not None else "size unknown"
+        size = format_bytes(f.size) if f.size is not None else "size unknown"
         if f.action == "copy":
             why = f"; {f.reason}" if f.reason else ""
             line = f"would {verb} {f.name} ({size}) <- {f.src}{why}"
@@ -164,9 +135,9 @@ def _print_plan(plan: TransferPlan, verb: str, as_json: bool) -> None:
         console.print(line, highlight=False, soft_wrap=True, markup=False)
     unknown = sum(1 for f in plan.to_copy if f.size is None)
     console.print(
-        f"{len(plan.to_copy)} file(s) to {verb} ({_bytes(plan.bytes_to_copy)}"
+        f"{len(plan.to_copy)} file(s) to {verb} ({format_bytes(plan.bytes_to_copy)}"
         + (f", {unknown} of unknown size" if unknown else "")
-        + f"), {len(plan.to_skip)} already there ({_bytes(plan.bytes_skipped)}) "
+        + f"), {len(plan.to_skip)} already there ({format_bytes(plan.bytes_skipped)}) "
         f"in {plan.destination}",
         highlight=False,
         soft_wrap=True,
@@ -181,7 +152,7 @@ def _finish(report: TransferReport, verb: str, as_json: bool) -> None:
     else:
         rate = f", {report.rate / 1e6:.1f} MB/s" if report.bytes_copied else ""
         console.print(
-            f"{verb} {len(report.copied)} file(s) ({_bytes(report.bytes_copied)} in "
+            f"{verb} {len(report.copied)} file(s) ({format_bytes(report.bytes_copied)} in "
             f"{report.seconds:.1f} s{rate}), skipped {len(report.skipped)} already there"
             + (f", unpacked {len(report.unpacked)}" if report.unpacked else "")
             + (f", {len(report.failed)} failed" if report.failed else "")

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from gridlrt.cli.common import console, err_console, settings
+from gridlrt.cli.common import console, err_console, format_bytes, settings
 from gridlrt.cli.storage import (
     DryRunOption,
     RetriesOption,
@@ -80,15 +80,6 @@ def _with_bundle(stack: ExitStack, extra: dict[str, Path], with_gridlrt: bool) -
     return {**extra, **bundle}
 
 
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"
-
-
 @sandbox_app.command("build")
 def build(
     directory: Annotated[
@@ -127,7 +118,7 @@ def build(
         sandbox = build_sandbox(directory, target, extra=extra)
     typer.echo(sandbox.id)
     err_console.print(
-        f"wrote {sandbox.path} ({sandbox.files} files, {_human(sandbox.size)})",
+        f"wrote {sandbox.path} ({sandbox.files} files, {format_bytes(sandbox.size)})",
         highlight=False,
         soft_wrap=True,
     )
@@ -180,7 +171,8 @@ def push(
             plan = plan_push(store, source, base, extra=extra)
             verb = "already there, would skip" if plan.present else "would upload"
             console.print(
-                f"sandbox {plan.id} ({plan.files} files, {_human(plan.size)}): {verb} {plan.url}",
+                f"sandbox {plan.id} ({plan.files} files, {format_bytes(plan.size)}): "
+                f"{verb} {plan.url}",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -188,10 +180,10 @@ def push(
         with transfer_progress("pushing sandbox") as progress:
             result = push_sandbox(store, source, base, extra=extra, progress=progress)
         if result.uploaded:
-            rate = _human(int(result.transfer.rate)) if result.transfer else "-"
+            rate = format_bytes(int(result.transfer.rate)) if result.transfer else "-"
             how = result.transfer.verified if result.transfer else "none"
             console.print(
-                f"uploaded sandbox {result.id} to {result.url} ({_human(result.size)}, "
+                f"uploaded sandbox {result.id} to {result.url} ({format_bytes(result.size)}, "
                 f"{rate}/s, verified {how})",
                 highlight=False,
                 soft_wrap=True,
@@ -239,7 +231,7 @@ def fetch(
     if dry_run:
         plan = plan_fetch(store, url, to, sha256=sha256)
         console.print(
-            f"would download {plan.url} ({_human(plan.size)}), check sha256 {plan.sha256} "
+            f"would download {plan.url} ({format_bytes(plan.size)}), check sha256 {plan.sha256} "
             f"and unpack into {plan.dest}",
             highlight=False,
             soft_wrap=True,

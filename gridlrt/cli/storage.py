@@ -14,6 +14,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
@@ -54,16 +55,9 @@ def open_storage(
     return Storage(retries=retries, transfer_timeout=timeout)
 
 
-@contextlib.contextmanager
-def transfer_progress(label: str, *, enabled: bool = True) -> Iterator[ProgressCallback | None]:
-    """A rich progress bar (files, bytes, speed, ETA) on stderr, fed by copy_many's callback.
-
-    Yields the callback to pass as ``progress=`` (None when disabled). The bar is drawn
-    only on a terminal; elsewhere nothing is printed.
-    """
-    if not enabled:
-        yield None
-        return
+def transfer_bar(label: str) -> tuple[Progress, TaskID]:
+    """The bar every transfer shows on stderr (drawn on a terminal only): percentage, bytes,
+    speed, ETA and a ``files`` text field for the caller to fill."""
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -76,7 +70,20 @@ def transfer_progress(label: str, *, enabled: bool = True) -> Iterator[ProgressC
         transient=True,
         disable=not err_console.is_terminal,
     )
-    task = progress.add_task(label, total=None, files="")
+    return progress, progress.add_task(label, total=None, files="")
+
+
+@contextlib.contextmanager
+def transfer_progress(label: str, *, enabled: bool = True) -> Iterator[ProgressCallback | None]:
+    """A rich progress bar (files, bytes, speed, ETA) on stderr, fed by copy_many's callback.
+
+    Yields the callback to pass as ``progress=`` (None when disabled). The bar is drawn
+    only on a terminal; elsewhere nothing is printed.
+    """
+    if not enabled:
+        yield None
+        return
+    progress, task = transfer_bar(label)
 
     def update(report: TransferProgress) -> None:
         progress.update(
