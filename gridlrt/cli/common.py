@@ -27,6 +27,18 @@ PoolOption = Annotated[
     ),
 ]
 
+#: ``--json`` of every command that prints a table
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+#: ``--subbands`` of every command that selects subbands (LEDAMA's range syntax)
+SubbandsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--subbands",
+        help="Only these subbands, LEDAMA ranges: 0..243, 0..243..2 (every second), 1-3,7.",
+        show_default=False,
+    ),
+]
+
 
 def settings(ctx: typer.Context, pool: str | None = None) -> Settings:
     """The settings for this invocation: config file (root ``--config``), env, then options."""

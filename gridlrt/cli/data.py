@@ -16,7 +16,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from gridlrt.cli.common import PoolOption, console, err_console, format_bytes, settings
+from gridlrt.cli.common import (
+    JsonOption,
+    PoolOption,
+    SubbandsOption,
+    console,
+    err_console,
+    format_bytes,
+    settings,
+)
 from gridlrt.datasets.bands import DEFAULT_BAND, parse_band, with_estimated_frequencies
 from gridlrt.datasets.check import check_dataset, compare_datasets
 from gridlrt.datasets.model import (
@@ -45,14 +53,6 @@ SOURCE_HELP = (
     "gsiftp://...; listed with sizes), or a pipeline stage's outputs: pool:RUN/STAGE."
 )
 SourceArgument = Annotated[str, typer.Argument(help=SOURCE_HELP, show_default=False)]
-SubbandsOption = Annotated[
-    str | None,
-    typer.Option(
-        "--subbands",
-        help="Only these subbands, as ranges: 100..107,110 or 0..243..2.",
-        show_default=False,
-    ),
-]
 ChecksumsOption = Annotated[
     bool,
     typer.Option(
@@ -72,7 +72,6 @@ RecursiveOption = Annotated[
 JobsOption = Annotated[
     int, typer.Option("--jobs", "-j", min=1, help="Storage requests in flight at once.")
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 def source_context(

@@ -15,7 +15,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from gridlrt.cli.common import PoolOption, console, err_console, settings
+from gridlrt.cli.common import (
+    JsonOption,
+    PoolOption,
+    SubbandsOption,
+    console,
+    err_console,
+    settings,
+)
 from gridlrt.datasets import catalogue
 from gridlrt.datasets.model import Dataset, select_subbands, summarize, write_dataset
 from gridlrt.datasets.quality import (
@@ -59,7 +66,6 @@ OutputOption = Annotated[
         "-o", "--output", help="Also write the dataset here (.jsonl or .csv).", show_default=False
     ),
 ]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 def _obsid(text: str | None) -> int | None:
@@ -108,14 +114,9 @@ def find_command(
     pipeline: PipelineOption = None,
     stage: StageOption = None,
     freq: FreqOption = None,
-    subbands: Annotated[
-        str | None,
-        typer.Option(
-            "--subbands", help="Only these subbands, as ranges: 100..107,110.", show_default=False
-        ),
-    ] = None,
+    subbands: SubbandsOption = None,
     output: OutputOption = None,
-    as_json: JsonFlag = False,
+    as_json: JsonOption = False,
     pool: PoolOption = None,
 ) -> None:
     """Find catalogued measurement sets: what the pilots recorded of every output they
@@ -217,7 +218,7 @@ def quality_command(
         Path | None,
         typer.Option("--png", help="Also draw the plot into this PNG file.", show_default=False),
     ] = None,
-    as_json: JsonFlag = False,
+    as_json: JsonOption = False,
     pool: PoolOption = None,
 ) -> None:
     """The flagged fraction per subband, from the catalogue (or a dataset that records it), as

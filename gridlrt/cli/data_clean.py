@@ -11,15 +11,15 @@ from rich.filesize import decimal
 from rich.markup import escape
 from rich.table import Table
 
-from gridlrt.cli.common import PoolOption, console, err_console, settings
-from gridlrt.cli.data import (
-    JobsOption,
+from gridlrt.cli.common import (
     JsonOption,
-    SourceArgument,
+    PoolOption,
     SubbandsOption,
-    print_notes,
-    selected,
+    console,
+    err_console,
+    settings,
 )
+from gridlrt.cli.data import JobsOption, SourceArgument, print_notes, selected
 from gridlrt.cli.storage import open_storage, transfer_progress
 from gridlrt.datasets.cleanup import (
     DEFAULT_JOBS,

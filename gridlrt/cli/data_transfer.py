@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from gridlrt.cli.common import console, format_bytes
+from gridlrt.cli.common import SubbandsOption, console, format_bytes
 from gridlrt.cli.storage import open_storage, transfer_bar
 from gridlrt.datasets.transfer import (
     DatasetProgress,
@@ -40,14 +40,6 @@ ToUrlOption = Annotated[
     typer.Option(
         "--to",
         help="The storage directory to upload into (davs://, srm://, file://, a path).",
-        show_default=False,
-    ),
-]
-SubbandsOption = Annotated[
-    str | None,
-    typer.Option(
-        "--subbands",
-        help="Only these subbands, as ranges: 100..107,110 or 0..243..2.",
         show_default=False,
     ),
 ]

@@ -18,9 +18,9 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from gridlrt.cli.common import PoolOption, console, err_console, settings
+from gridlrt.cli.common import JsonOption, PoolOption, console, err_console, settings
 from gridlrt.cli.submit import MacaroonsOption
-from gridlrt.cli.tokens import STATUS_STYLE, DryRunOption, JsonOption, token_step_check
+from gridlrt.cli.tokens import STATUS_STYLE, DryRunOption, token_step_check
 from gridlrt.errors import (
     GridlrtError,
     InputError,

@@ -17,7 +17,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from gridlrt.cli.common import console, duration, err_console, settings
+from gridlrt.cli.common import JsonOption, SubbandsOption, console, duration, err_console, settings
 from gridlrt.errors import InputError
 from gridlrt.staging import open_stager
 from gridlrt.staging.download import DownloadPlan
@@ -87,15 +87,6 @@ FileArgument = Annotated[
         metavar="FILE", help="SRM list: one srm:// URL per line (the LTA catalogue's srm.txt)."
     ),
 ]
-SubbandsOption = Annotated[
-    str | None,
-    typer.Option(
-        "--subbands",
-        help="Only these subbands, LEDAMA ranges: 0..243, 0..243..2 (every second), 1-3,7.",
-        show_default=False,
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 ProtocolOption = Annotated[
     str | None,
     typer.Option(

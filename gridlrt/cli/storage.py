@@ -22,7 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from gridlrt.cli.common import console, err_console
+from gridlrt.cli.common import JsonOption, console, err_console
 from gridlrt.errors import InputError
 from gridlrt.storage import Storage, TransferProgress, render_url, template_fields
 from gridlrt.storage.gfal import DEFAULT_RETRIES, DEFAULT_TRANSFER_TIMEOUT, ProgressCallback
@@ -43,7 +43,6 @@ TimeoutOption = Annotated[
 DryRunOption = Annotated[
     bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 def open_storage(

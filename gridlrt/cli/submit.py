@@ -66,6 +66,7 @@ MacaroonsOption = Annotated[
     ),
 ]
 
+
 def parse_memory(text: str) -> int:
     """``4G``, ``4000M``, ``4GB``, ``4000`` (MB) -> megabytes."""
     match = _MEMORY.match(text.strip())

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
 from gridlrt.cli.common import (
+    JsonOption,
     PoolOption,
     console,
     duration,
@@ -45,7 +46,6 @@ STATUS_STYLE = {
     "done": "green",
     "error": "bold red",
 }
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 DryRunOption = Annotated[
     bool, typer.Option("--dry-run", help="Show what would change; change nothing.")
 ]
