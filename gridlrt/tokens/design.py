@@ -202,6 +202,52 @@ def sql_misfit(doc: str = "doc", shape: Shape | None = None, depth: int = 0) -> 
     return "(" + " OR ".join(wrong) + ")"
 
 
+def sql_misfit_once(doc: str = "doc", shape: Shape | None = None, depth: int = 0) -> str:
+    """:func:`sql_misfit` with one JSON parse per object: it walks ``json_each(doc)`` once and
+    judges each member by its key, instead of one ``json_extract`` (one parse) per field; about
+    half the cost on a token, which matters where it runs on writes (the embedded pool's
+    triggers). ``doc`` must hold a valid JSON object. Lists of objects are walked by their own
+    ``json_each``, kept at the top of the expression: SQLite's parser has a small stack."""
+    shape = TOKEN_SHAPE if shape is None else shape
+    member = f"m{depth}"
+    cases = []
+    lists = []
+    for field_, (kinds, _required, items) in shape.items():
+        fits = _sql_kind(f"{member}.value", f"{member}.type", kinds)
+        cases.append(f"WHEN {_sql_text(field_)} THEN NOT coalesce({fits}, 0)")
+        if items:
+            each = f"e{depth}"
+            # an item's row has an integer key only when the member is an array
+            item = f"CASE WHEN {each}.type = 'object' THEN {each}.value ELSE '{{}}' END"
+            lists.append(
+                f"EXISTS (SELECT 1 FROM json_each({doc}, {_sql_text(_path(field_))}) AS {each} "
+                f"WHERE typeof({each}.key) = 'integer' AND ({each}.type != 'object' OR "
+                f"{sql_misfit_once(item, items, depth + 1)}))"
+            )
+    tests = [
+        f"EXISTS (SELECT 1 FROM json_each({doc}) AS {member} WHERE CASE {member}.key "
+        + " ".join(cases)
+        + " ELSE 0 END)",
+        *lists,
+    ]
+    required = [field_ for field_, (_k, needed, _i) in shape.items() if needed]
+    if required:
+        names = ", ".join(_sql_text(f) for f in required)
+        tests.append(
+            f"(SELECT count(DISTINCT {member}.key) FROM json_each({doc}) AS {member} "
+            f"WHERE {member}.key IN ({names})) < {len(required)}"
+        )
+    return "(" + " OR ".join(tests) + ")"
+
+
+def _path(field_: str) -> str:
+    return '$."' + field_ + '"'
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 # The same rules as gridlrt.tokens.model (picas_state + the active statuses); tested to agree.
 _STATUS_JS = """
   var lock = Number(doc.lock || 0), done = Number(doc.done || 0), s;

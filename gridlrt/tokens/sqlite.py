@@ -8,7 +8,9 @@ change is a read-modify-write in such a transaction.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -27,20 +29,76 @@ from gridlrt.tokens import design, transitions
 from gridlrt.tokens.model import ACTIVE, PilotInfo, Token, TokenStatus
 from gridlrt.tokens.pool import CreateResult, Overview, TokenPool, parse_token
 
+log = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 1
 _ACTIVE = tuple(s.value for s in ACTIVE)
 _STATUSES = tuple(s.value for s in TokenStatus)
+
+
 # Rows the overview cannot count by their columns: a status no token has (a claim parks a
 # malformed document as "malformed"), a step that is not a name, or a document that is not a
 # JSON object of the token's shape (the check the CouchDB views make, see design.py). Such rows
 # are parsed one by one: counted if they are valid tokens after all, else reported.
-_SUSPECT = (
-    f"status NOT IN ({', '.join(repr(s) for s in _STATUSES)}) OR typeof(step) != 'text' "
-    "OR step = '' OR CASE WHEN NOT json_valid(doc) THEN 1 "
-    "WHEN json_type(doc) != 'object' THEN 1 "
-    "WHEN json_extract(doc, '$._id') IS NOT id THEN 1 "
-    f"ELSE {design.sql_misfit('doc')} END"
-)
+def _suspect_columns(row: str = "") -> str:
+    return (
+        f"{row}status NOT IN ({', '.join(repr(s) for s in _STATUSES)}) "
+        f"OR typeof({row}step) != 'text' OR {row}step = ''"
+    )
+
+
+def _suspect_doc(row: str = "") -> str:
+    return (
+        f"CASE WHEN NOT json_valid({row}doc) THEN 1 WHEN json_type({row}doc) != 'object' THEN 1 "
+        f"WHEN json_extract({row}doc, '$._id') IS NOT {row}id THEN 1 "
+        f"ELSE {design.sql_misfit_once(row + 'doc')} END"
+    )
+
+
+_SUSPECT = f"{_suspect_columns()} OR {_suspect_doc()}"
+
+
+# The check runs where the rows are written, so reading the overview costs milliseconds however
+# big the pool: triggers keep the ids of suspect rows in ``suspects``. Every write is judged by
+# its columns; the document only when the write is not this library's. A write of this library
+# says so by moving ``mark`` one on (an insert sets it to 1): its document comes from a Token,
+# so it fits by construction, and one that leaves the document as it was keeps the verdict the
+# document had. Anybody else's write (sqlite3, another tool, an older gridlrt) is checked
+# whole. A false alarm costs only a parse at the next overview; a miss cannot happen.
+def _update_verdict(was: int) -> str:
+    """SQL (in the update trigger): is the written row suspect; ``was``: was it before."""
+    return (
+        f"({_suspect_columns('NEW.')}) OR CASE WHEN NEW.mark IS NOT OLD.mark + 1 "
+        f"THEN ({_suspect_doc('NEW.')}) WHEN NEW.doc IS OLD.doc THEN {was} ELSE 0 END"
+    )
+
+
+# The pipeline and stage of every row, for stage_counts (an index on these expressions).
+_PIPELINE = "(CASE WHEN json_valid(doc) THEN json_extract(doc, '$.pipeline') END)"
+_STAGE = "(CASE WHEN json_valid(doc) THEN json_extract(doc, '$.stage') END)"
+CHECKS = f"""
+CREATE TABLE IF NOT EXISTS suspects (id TEXT PRIMARY KEY) WITHOUT ROWID;
+DROP TRIGGER IF EXISTS tokens_check_insert;
+DROP TRIGGER IF EXISTS tokens_check_update;
+DROP TRIGGER IF EXISTS tokens_check_delete;
+CREATE TRIGGER tokens_check_insert AFTER INSERT ON tokens BEGIN
+  INSERT OR IGNORE INTO suspects (id) SELECT NEW.id WHERE {_suspect_columns("NEW.")}
+    OR (NEW.mark IS NOT 1 AND ({_suspect_doc("NEW.")}));
+END;
+CREATE TRIGGER tokens_check_update AFTER UPDATE ON tokens BEGIN
+  DELETE FROM suspects WHERE id = OLD.id AND OLD.id IS NOT NEW.id;
+  DELETE FROM suspects WHERE id = NEW.id AND NOT ({_update_verdict(1)});
+  INSERT OR IGNORE INTO suspects (id) SELECT NEW.id WHERE {_update_verdict(0)};
+END;
+CREATE TRIGGER tokens_check_delete AFTER DELETE ON tokens BEGIN
+  DELETE FROM suspects WHERE id = OLD.id;
+END;
+DELETE FROM suspects;
+INSERT INTO suspects (id) SELECT id FROM tokens WHERE {_SUSPECT};
+CREATE INDEX IF NOT EXISTS tokens_stage ON tokens ({_PIPELINE}, {_STAGE}, status);
+"""
+#: what meta's ``checks`` holds once CHECKS is installed (a new check installs itself again)
+CHECKS_VERSION = hashlib.sha256(CHECKS.encode()).hexdigest()[:16]
 
 # Tokens whose children are yet to be told (``settled`` false); a row that holds no valid
 # JSON (reported as malformed elsewhere) must not make the expression, or a write, fail.
@@ -71,7 +129,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     priority  INTEGER NOT NULL DEFAULT 0,
     created   REAL NOT NULL DEFAULT 0,
     heartbeat REAL NOT NULL DEFAULT 0,
-    doc       TEXT NOT NULL
+    doc       TEXT NOT NULL,
+    mark      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS tokens_claim ON tokens (status, step, priority DESC, created, id);
 CREATE INDEX IF NOT EXISTS tokens_heartbeat ON tokens (status, heartbeat);
@@ -114,6 +173,7 @@ class SQLitePool(TokenPool):
         self.url = f"sqlite:///{path}"
         self._busy_timeout = busy_timeout
         self._local = threading.local()
+        self._checks: bool | None = None  # triggers keep ``suspects`` (None: not looked yet)
 
     # --- connection ----------------------------------------------------------------------
 
@@ -126,6 +186,7 @@ class SQLitePool(TokenPool):
                     f"embedded pool {self.path} does not exist; create it with `gridlrt pool init`"
                 )
             conn = self._connect()
+            self._install_checks(conn)  # a pool made by an older gridlrt gets them here
         return conn
 
     def _connect(self) -> sqlite3.Connection:
@@ -163,6 +224,45 @@ class SQLitePool(TokenPool):
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
         )
+        self._checks = None
+        self._install_checks(conn)
+
+    def _install_checks(self, db: sqlite3.Connection) -> bool:
+        """Install (or bring up to date) the triggers that keep ``suspects``, once per pool
+        object; False where the file cannot be written (the overview then checks every row)."""
+        if self._checks is not None:
+            return self._checks
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'checks'").fetchone()
+            if row is None or row[0] != CHECKS_VERSION:
+                started = time.monotonic()
+                columns = {r[1] for r in db.execute("PRAGMA table_info(tokens)")}
+                add = (
+                    ""
+                    if "mark" in columns
+                    else ("ALTER TABLE tokens ADD COLUMN mark INTEGER NOT NULL DEFAULT 0;")
+                )
+                try:
+                    db.executescript(
+                        f"BEGIN IMMEDIATE; {add} {CHECKS} INSERT OR REPLACE INTO meta (key, value)"
+                        f" VALUES ('checks', '{CHECKS_VERSION}'); COMMIT;"
+                    )
+                except sqlite3.Error:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+                log.info(
+                    "installed the malformed-document checks in %s (%.1f s)",
+                    self.path,
+                    time.monotonic() - started,
+                )
+            self._checks = True
+        except sqlite3.Error as exc:
+            log.info(
+                "cannot install the checks in %s (%s): overviews read every row", self.path, exc
+            )
+            self._checks = False
+        return self._checks
 
     def _insert(self, docs: Sequence[dict[str, Any]]) -> CreateResult:
         result = CreateResult()
@@ -174,7 +274,7 @@ class SQLitePool(TokenPool):
             for row in rows:
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO tokens (id, status, step, priority, created, heartbeat,"
-                    " doc) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " doc, mark) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
                     row,
                 )
                 (result.created if cursor.rowcount else result.duplicates).append(row[0])
@@ -228,8 +328,8 @@ class SQLitePool(TokenPool):
                 )
             new = change(token)
             db.execute(
-                "UPDATE tokens SET status=?, step=?, priority=?, created=?, heartbeat=?, doc=? "
-                "WHERE id=?",
+                "UPDATE tokens SET status=?, step=?, priority=?, created=?, heartbeat=?, "
+                "doc=?, mark = mark + 1 WHERE id=?",
                 (*_columns(new), token_id),
             )
         return new
@@ -241,7 +341,8 @@ class SQLitePool(TokenPool):
         with self._write() as db:
             while True:
                 row = db.execute(
-                    "UPDATE tokens SET status = 'locked', heartbeat = ? WHERE id = ("
+                    "UPDATE tokens SET status = 'locked', heartbeat = ?, mark = mark + 1 "
+                    "WHERE id = ("
                     f" SELECT id FROM tokens WHERE status = 'todo' {step_clause}"
                     " ORDER BY priority DESC, created, id LIMIT 1) RETURNING id, doc",
                     (now, *args),
@@ -250,12 +351,15 @@ class SQLitePool(TokenPool):
                     return None
                 token = self._parse(row[0], row[1])
                 if token is None:  # reported; park it where claims do not look
-                    db.execute("UPDATE tokens SET status = 'malformed' WHERE id = ?", (row[0],))
+                    db.execute(
+                        "UPDATE tokens SET status = 'malformed', mark = mark + 1 WHERE id = ?",
+                        (row[0],),
+                    )
                     continue
                 new = transitions.claim(token, who, now)
                 db.execute(
-                    "UPDATE tokens SET status=?, step=?, priority=?, created=?, heartbeat=?, doc=? "
-                    "WHERE id=?",
+                    "UPDATE tokens SET status=?, step=?, priority=?, created=?, heartbeat=?, "
+                    "doc=?, mark = mark + 1 WHERE id=?",
                     (*_columns(new), new.id),
                 )
                 return new
@@ -290,13 +394,31 @@ class SQLitePool(TokenPool):
         counts: dict[str, dict[str, int]] = {}
         malformed: dict[str, str] = {}
         db = self._db
-        for step, status, n in db.execute(
-            f"SELECT step, status, count(*) FROM tokens WHERE NOT ({_SUSPECT}) "
-            "GROUP BY step, status"
-        ):
-            counts.setdefault(step, {})[status] = n
-        suspects = db.execute(f"SELECT id, doc FROM tokens WHERE {_SUSPECT}").fetchall()
-        for token_id, text in suspects:
+        if self._install_checks(db):
+            # every row counted by its columns, then the suspect ones taken out and judged
+            totals: dict[tuple[Any, Any], int] = {
+                (step, status): n
+                for status, step, n in db.execute(
+                    "SELECT status, step, count(*) FROM tokens GROUP BY status, step"
+                )
+            }
+            suspects = db.execute(
+                "SELECT t.id, t.step, t.status, t.doc FROM suspects s JOIN tokens t ON t.id = s.id"
+            ).fetchall()
+            for _id, step, status, _doc in suspects:
+                totals[(step, status)] -= 1
+            for (step, status), n in totals.items():
+                if n:
+                    counts.setdefault(step, {})[status] = n
+            rows = [(token_id, text) for token_id, _s, _st, text in suspects]
+        else:
+            for step, status, n in db.execute(
+                f"SELECT step, status, count(*) FROM tokens WHERE NOT ({_SUSPECT}) "
+                "GROUP BY step, status"
+            ):
+                counts.setdefault(step, {})[status] = n
+            rows = db.execute(f"SELECT id, doc FROM tokens WHERE {_SUSPECT}").fetchall()
+        for token_id, text in rows:
             token = self._parse(token_id, text)
             if token is None:
                 malformed[token_id] = self.malformed.reasons[token_id]
@@ -321,17 +443,15 @@ class SQLitePool(TokenPool):
         return {str(status): int(n) for status, n in rows}
 
     def _unsettled_ids(self) -> list[str]:
-        rows = self._db.execute(
-            f"SELECT id FROM tokens WHERE {UNSETTLED} ORDER BY id"
-        )
+        rows = self._db.execute(f"SELECT id FROM tokens WHERE {UNSETTLED} ORDER BY id")
         return [r[0] for r in rows]
 
     def stage_counts(self) -> dict[tuple[str, str], dict[str, int]]:
         counts: dict[tuple[str, str], dict[str, int]] = {}
+        self._install_checks(self._db)  # (the index on these expressions comes with them)
         rows = self._db.execute(
-            "SELECT json_extract(doc, '$.pipeline') AS p, json_extract(doc, '$.stage') AS s, "
-            "status, count(*) FROM tokens WHERE json_valid(doc) AND typeof(p) = 'text' "
-            "AND typeof(s) = 'text' GROUP BY p, s, status"
+            f"SELECT {_PIPELINE} AS p, {_STAGE} AS s, status, count(*) FROM tokens "
+            "WHERE typeof(p) = 'text' AND typeof(s) = 'text' GROUP BY p, s, status"
         )
         for pipeline, stage, status, n in rows:
             counts.setdefault((pipeline, stage), {})[status] = n
