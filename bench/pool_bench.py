@@ -264,6 +264,7 @@ class BackendFigures:
     overview_counts: str
     picas_overview_first_s: float | None = None
     picas_overview_warm_s: float | None = None
+    follow: tuple[float, float, float, float] | None = None  # following_frames
     runs: list[ClaimRun] = field(default_factory=list)
 
 
@@ -500,6 +501,7 @@ def bench_backend(
         f"(min {min(warm) * 1000:.1f}, max {max(warm) * 1000:.1f}); counts: {counts}"
     )
     pool.close()
+    follow = following_frames(backend, where)
     figures = BackendFigures(
         backend=backend,
         tokens=args.tokens,
@@ -507,6 +509,7 @@ def bench_backend(
         overview_first_s=first,
         overview_warm_s=statistics.median(warm),
         overview_counts=counts,
+        follow=follow,
     )
     if backend == "couchdb":
         # reference: PiCaS's own overview view (overview_total, _sum, grouped) on the same data
@@ -517,6 +520,52 @@ def bench_backend(
             f"{picas_first:.3f} s, warm median {picas_warm * 1000:.1f} ms"
         )
 
+    return figures
+
+
+def following_frames(backend: str, where: str) -> tuple[float, float, float, float]:
+    """What a watcher's frames cost on a following pool (``pool.follow()``: CouchDB reads
+    ``_changes``): the first (the load; the first ever builds the stage view's index on
+    pouchdb-server), a second watcher's first, one with nothing changed (median of 5), and
+    one after 100 claims (median of 5 such rounds). Seconds."""
+    from gridlrt.tokens import PilotInfo
+
+    pool = open_gridlrt(backend, where)
+    pool.follow()
+    started = time.perf_counter()
+    pool.overview()
+    pool.stage_counts()
+    load = time.perf_counter() - started
+    quiet, busy = [], []
+    for _ in range(5):
+        started = time.perf_counter()
+        pool.overview()
+        pool.stage_counts()
+        quiet.append(time.perf_counter() - started)
+    writer = open_gridlrt(backend, where)
+    who = PilotInfo(pilot="bench-follow", host=socket.gethostname())
+    for _ in range(5):
+        for _ in range(100):
+            writer.claim(who)
+        started = time.perf_counter()
+        pool.overview()
+        pool.stage_counts()
+        busy.append(time.perf_counter() - started)
+    writer.close()
+    pool.close()
+    again = open_gridlrt(backend, where)  # a second watcher: the views are built now
+    again.follow()
+    started = time.perf_counter()
+    again.overview()
+    again.stage_counts()
+    reload = time.perf_counter() - started
+    again.close()
+    figures = (load, reload, statistics.median(quiet), statistics.median(busy))
+    say(
+        "  following (a watcher's frames: overview + stage counts): first "
+        f"{figures[0]:.3f} s (a second watcher's first: {reload:.3f} s), nothing changed "
+        f"{figures[2] * 1000:.1f} ms, after 100 claims {figures[3] * 1000:.1f} ms"
+    )
     return figures
 
 
@@ -695,6 +744,22 @@ def report(figures: list[BackendFigures], runs: list[ClaimRun], args: argparse.N
             say(
                 f"| {f.backend}, PiCaS overview_total view (reference) | {f.tokens:,} | | | "
                 f"{f.picas_overview_first_s:.3f} s | {f.picas_overview_warm_s * 1000:.1f} ms |"
+            )
+    say(
+        "\nA watcher's frames (`gridlrt status --watch`, the dashboard) on a following pool "
+        "(`pool.follow()`; CouchDB: the `_changes` feed), overview + stage counts:\n"
+    )
+    say(
+        "| backend | tokens | first frame ever (load, views built) | a new watcher's first frame "
+        "| nothing changed | after 100 claims |"
+    )
+    say("|---|---:|---:|---:|---:|---:|")
+    for f in figures:
+        if f.follow is not None:
+            load, reload, quiet, busy = f.follow
+            say(
+                f"| {f.backend} | {f.tokens:,} | {load:.3f} s | {reload:.3f} s | "
+                f"{quiet * 1000:.1f} ms | {busy * 1000:.1f} ms |"
             )
     if not runs:
         return

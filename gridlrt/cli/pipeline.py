@@ -209,6 +209,8 @@ def status(
     if interval <= 0:
         raise InputError("--interval must be more than 0 seconds")
     with open_pool(settings(ctx, pool)) as opened:
+        if watch:
+            opened.follow()  # frames after the first read only what changed (CouchDB)
         runs = _read(opened, run)
         if as_json:
             typer.echo("[" + ",".join(r.model_dump_json(indent=2) for r in runs) + "]")
@@ -433,6 +435,7 @@ def run_command(
         ).record
     deadline = time.monotonic() + timeout
     with open_pool(chosen) as opened:
+        opened.follow()
         live = Live(render_runs(runs, opened.url), console=err_console, auto_refresh=False)
         try:
             with live:

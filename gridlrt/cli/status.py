@@ -110,6 +110,8 @@ def status_command(
     if max_pilots < 0:
         raise InputError("--pilots must be 0 (all) or more")
     opened = open_pool(settings(ctx, pool))
+    if watch:
+        opened.follow()  # frames after the first read only what changed (CouchDB: _changes)
     monitor = Monitor(
         opened, step=step, window=span, stale_after=silence, max_failing=DEFAULT_MAX_FAILING
     )

@@ -39,6 +39,7 @@ from gridlrt.errors import (
 )
 from gridlrt.retry import Backoff, Outage, retry
 from gridlrt.tokens import design, transitions
+from gridlrt.tokens.follow import CountsFollower
 from gridlrt.tokens.model import PilotInfo, Token, TokenStatus
 from gridlrt.tokens.pool import CreateResult, Overview, TokenPool, parse_token
 
@@ -103,6 +104,7 @@ class CouchDBPool(TokenPool):
         self._seen: dict[str, dict[str, Any]] = {}
         self._pending: dict[str | None, tuple[float, list[str]]] = {}
         self._contended_until = 0.0
+        self._follower: CountsFollower | None = None  # see follow()
 
     def close(self) -> None:
         self.session.close()
@@ -370,7 +372,14 @@ class CouchDBPool(TokenPool):
                 return
             startkey = rows[-1]["id"]
 
+    def follow(self) -> None:
+        if self._follower is None:
+            self._follower = CountsFollower(self)
+
     def overview(self) -> Overview:
+        if self._follower is not None:
+            self._follower.refresh()
+            return self._follower.overview()
         counts: dict[str, dict[str, int]] = {}
         statuses = {s.value for s in TokenStatus}
         suspects: list[Any] = []
@@ -418,6 +427,9 @@ class CouchDBPool(TokenPool):
         return [r["id"] for r in self._view("gridlrt_unsettled")]
 
     def stage_counts(self) -> dict[tuple[str, str], dict[str, int]]:
+        if self._follower is not None:
+            self._follower.refresh()
+            return self._follower.stage_counts()
         counts: dict[tuple[str, str], dict[str, int]] = {}
         for row in self._view("gridlrt_stages", group_level=3):
             pipeline, stage, status = row["key"]

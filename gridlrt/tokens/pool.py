@@ -214,6 +214,11 @@ class TokenPool(ABC):
     def overview(self) -> Overview:
         """Counts per step and status."""
 
+    def follow(self) -> None:  # noqa: B027 - optional hook
+        """This pool object will be asked for its counts again and again (a watcher): keep
+        them current incrementally where the backend has a way (CouchDB's ``_changes``).
+        A no-op where counts cost little anyway (the embedded pool)."""
+
     @abstractmethod
     def _stale_ids(self, before: float) -> list[str]:
         """Ids of active tokens whose heartbeat (or lock time) is older than ``before``."""
