@@ -9,6 +9,7 @@ The heavy packages come with extras (``pyproject.toml``):
 * ``gridlrt[reduction]``: the worker extra plus LOSOTO (H5parm solutions) and astropy (FITS
   images), for the ``cal-solve`` and ``image`` steps (WSClean itself is a system package).
 * ``gridlrt[demo]``: the reduction extra plus matplotlib, for ``gridlrt demo`` and its plots.
+* ``gridlrt[dashboard]``: starlette, jinja2 and uvicorn, for ``gridlrt dashboard``.
 
 Code that needs one imports it where it is used, inside :func:`needs_extra`.
 """
@@ -28,6 +29,9 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "losoto": ("losoto", "reduction"),
     "astropy": ("astropy", "reduction"),
     "matplotlib": ("matplotlib", "demo"),
+    "starlette": ("starlette", "dashboard"),
+    "jinja2": ("jinja2", "dashboard"),
+    "uvicorn": ("uvicorn", "dashboard"),
 }
 
 

@@ -2,7 +2,8 @@
 # make setup: install whatever is missing for gridlrt, its tests and its demo. Idempotent;
 # works as root without a terminal on a fresh Debian (bookworm) machine. Prints its time.
 #   1. Debian packages: gfal2 + protocol plugins + python3-gfal2, casacore-data, slurm-wlm,
-#      munge, openssl, wsclean (the imager), nodejs/npm (only what is absent; apt-get update once, only if needed).
+#      munge, openssl, wsclean (the imager), chromium + chromium-driver (the dashboard's
+#      browser tests), nodejs/npm (only what is absent; apt-get update once, only if needed).
 #   2. .venv with gridlrt installed editable with its test extra, which pulls in the worker
 #      extra (numpy, python-casacore, dp3), the reduction extra (losoto, astropy) and the demo
 #      extra (matplotlib): everything make test
@@ -21,7 +22,8 @@ die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 
 # --- 1. Debian packages ------------------------------------------------------------------
 APT_PACKAGES=(gfal2 python3-gfal2 gfal2-plugin-file gfal2-plugin-http gfal2-plugin-srm
-  gfal2-plugin-gridftp gfal2-plugin-xrootd casacore-data slurm-wlm munge openssl wsclean)
+  gfal2-plugin-gridftp gfal2-plugin-xrootd casacore-data slurm-wlm munge openssl wsclean
+  chromium chromium-driver)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

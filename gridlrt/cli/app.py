@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from gridlrt import __version__
 from gridlrt.cli.common import err_console
+from gridlrt.cli.dashboard import dashboard_command
 from gridlrt.cli.data import data_app
 from gridlrt.cli.demo import demo_command
 from gridlrt.cli.doctor import doctor_command
@@ -82,6 +83,7 @@ app.add_typer(data_app, name="data")
 app.command("submit")(submit_command)
 app.add_typer(jobs_app, name="jobs")
 app.command("status")(status_command)
+app.command("dashboard")(dashboard_command)
 
 
 def _error(message: str, code: int) -> NoReturn:
