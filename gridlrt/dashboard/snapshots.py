@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from html import escape
 from typing import Any, Generic, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel
 
@@ -85,13 +85,7 @@ def safe_url(url: str) -> str:
     """``url`` fit to show: without its ``user:password@`` part, query and fragment (a
     macaroon or a signed URL's token travels there)."""
     text: str = strip_credentials(str(url))
-    try:
-        parts = urlsplit(text)
-    except ValueError:
-        return text.split("?", 1)[0].split("#", 1)[0]
-    if not parts.scheme:
-        return text.split("?", 1)[0].split("#", 1)[0]
-    return str(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")))
+    return text.split("?", 1)[0].split("#", 1)[0]
 
 
 def safe_parameters(parameters: dict[str, Any]) -> dict[str, str]:
