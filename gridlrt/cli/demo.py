@@ -20,6 +20,7 @@ from rich.table import Table
 
 from gridlrt.cli.common import PoolOption, console, err_console, settings
 from gridlrt.config import Settings
+from gridlrt.dashboard.snapshots import safe_url
 from gridlrt.durations import format_duration
 from gridlrt.errors import ConfigError, GridlrtError, InputError
 from gridlrt.tokens import open_pool
@@ -235,6 +236,12 @@ def _run(
         f"({spec.calibrator_name}) and target L{spec.target_obsid} ({spec.target_name}), "
         f"{spec.subbands} subbands each, bands of {spec.band_subbands}, {spec.stations} "
         f"stations, {pilots} local pilot(s); pool {chosen.pool}; in {where}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    err_console.print(
+        f"watch it in a browser: gridlrt dashboard --pool {safe_url(chosen.pool)} "
+        "(then open http://localhost:8080/)",
         highlight=False,
         soft_wrap=True,
     )
