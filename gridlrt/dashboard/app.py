@@ -5,7 +5,10 @@ Monitor`, :func:`~gridlrt.pipelines.service.pipeline_status`, :meth:`TokenPool.t
 catalogue; nothing here writes) and returns the app. Every page has a full form and a
 fragment (``/fragment/...``) its live parts are refreshed with by ``static/live.js``, every
 few seconds, without reloading the page. ``/api/status`` is the snapshot as JSON (what
-``gridlrt status --json`` prints, the pool URL without a password).
+``gridlrt status --json`` prints, the pool URL without a password). A page costs at most one
+reading of each thing it shows (the header's pool name is no reading); readings are kept a
+few seconds and, once expired, shown while they are read again in the background
+(:mod:`gridlrt.dashboard.cache`); the overview says how old its reading is.
 
 An ``access_token`` (required by ``gridlrt dashboard`` for a non-loopback bind) guards every
 request: ``?token=`` once (compared in constant time) sets a session cookie (a random value of
@@ -15,15 +18,18 @@ else is refused with 401. Only GET and HEAD are served.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
+import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.datastructures import URL
 from starlette.exceptions import HTTPException
@@ -42,7 +48,9 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gridlrt.dashboard import snapshots as pages
+from gridlrt.dashboard.cache import TTLCache
 from gridlrt.datasets import catalogue
+from gridlrt.datasets.model import DatasetEntry
 from gridlrt.errors import GridlrtError, InputError, TokenNotFound
 from gridlrt.monitor import ACTIVE_ORDER, Monitor, Snapshot
 from gridlrt.pipelines.service import (
@@ -53,7 +61,10 @@ from gridlrt.pipelines.service import (
 )
 from gridlrt.tokens import Token, TokenPool, TokenStatus
 
+log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
+#: seconds a shutdown waits for background readings of the pool under way
+SHUTDOWN_WAIT = 30.0
 COOKIE = "gridlrt_dashboard"
 #: an image larger than this is not proxied
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -68,12 +79,15 @@ SECURITY_HEADERS = {
 
 
 class Reader:
-    """Reads one pool through the library; every reading is kept ``ttl`` seconds (the
-    listings of every token, for plots and filters, ``slow_ttl``)."""
+    """Reads one pool through the library. Every reading is kept ``ttl`` seconds (the listings
+    of every token, for plots and filters, ``slow_ttl``), longer when it was slow, and read
+    again in the background once expired (:class:`~gridlrt.dashboard.cache.TTLCache`); the page
+    models built from readings are kept until one of them is read anew."""
 
     def __init__(self, pool: TokenPool, *, ttl: float = 2.0, slow_ttl: float = 10.0) -> None:
         self.pool = pool
-        self.cache: pages.TTLCache[Any] = pages.TTLCache(ttl)
+        self.name = pages.safe_url(pool.url)  # what every page's header shows: no reading
+        self.cache: TTLCache[Any] = TTLCache(ttl)
         self.slow_ttl = slow_ttl
         self.monitor = Monitor(pool)  # lists done/error tokens again only when needed
         self._monitor_lock = threading.Lock()
@@ -92,10 +106,8 @@ class Reader:
         return result
 
     def overview(self) -> pages.OverviewPage:
-        result: pages.OverviewPage = self.cache.get(
-            "overview", lambda: pages.overview_page(self.snapshot(), self.runs())
-        )
-        return result
+        snap, runs = self.snapshot(), self.runs()
+        return self.cache.derive("overview", (snap, runs), lambda: pages.overview_page(snap, runs))
 
     def record(self, run: str) -> PipelineRecord | None:
         def read() -> PipelineRecord | None:
@@ -131,31 +143,40 @@ class Reader:
         result: pages.TokenPage = self.cache.get(f"token:{token_id}", read)
         return result
 
-    def plotted(self) -> list[Token]:
-        """Tokens with attempts (done, error, active), for the plots."""
-        found: list[Token] = []
+    def plots(self) -> tuple[str, str]:
+        """The SVGs of tokens done over time and of attempts per pilot, from the tokens with
+        attempts (done, error, active)."""
         wanted = [TokenStatus.DONE, TokenStatus.ERROR, *ACTIVE_ORDER]
-        for status in wanted:
-            found.extend(self.listing(status, None))
-        return found
+        listings = [self.listing(status, None) for status in wanted]
+
+        def build() -> tuple[str, str]:
+            tokens = [t for listing in listings for t in listing]
+            return (
+                pages.done_over_time_svg(pages.done_series(tokens)),
+                pages.timeline_svg(pages.timeline_bars(tokens)),
+            )
+
+        return self.cache.derive("plots", listings, build)
 
     def data(self, run: str, stage: str) -> pages.DataPage:
-        def read() -> pages.DataPage:
-            stages = [(r.run, s.name) for r in self.runs() for s in r.stages]
-            entries = (
-                catalogue.entries(self.pool, catalogue.Query(pipeline=run, stage=stage))
-                if run and stage
-                else []
+        """A stage's products; without ``run``, the last stage of the last run."""
+        runs = self.runs()
+        stages = [(r.run, s.name) for r in runs for s in r.stages]
+        if not run and stages:
+            run, stage = stages[-1]
+        entries: list[DatasetEntry] = []
+        if run and stage:
+            query = catalogue.Query(pipeline=run, stage=stage)
+            entries = self.cache.get(
+                f"catalogue:{run}/{stage}", lambda: catalogue.entries(self.pool, query)
             )
-            done = [
-                t
-                for t in self.listing(TokenStatus.DONE, None)
-                if run and t.pipeline == run and t.stage == stage
-            ]
+        listed = self.listing(TokenStatus.DONE, None)
+
+        def build() -> pages.DataPage:
+            done = [t for t in listed if run and t.pipeline == run and t.stage == stage]
             return pages.data_page(entries, done, run=run, stage=stage, stages=stages)
 
-        result: pages.DataPage = self.cache.get(f"data:{run}/{stage}", read)
-        return result
+        return self.cache.derive(f"data:{run}/{stage}", (runs, entries, listed), build)
 
     def image(self, token_id: str, index: int) -> Path | None:
         """The file of a token's image output, when it may be shown: a file:// upload the pool
@@ -243,15 +264,16 @@ def create_app(
     slow_ttl: float = 10.0,
 ) -> ASGIApp:
     """The dashboard of ``pool``: live parts refreshed every ``refresh`` seconds, readings
-    kept ``ttl`` seconds (listings of all tokens ``slow_ttl``); with ``access_token`` every
-    request needs it (see :class:`TokenGuard`)."""
+    kept ``ttl`` seconds (listings of all tokens ``slow_ttl``; ``0``: read on every request),
+    then read again in the background; with ``access_token`` every request needs it (see
+    :class:`TokenGuard`). Its lifespan's shutdown waits for background readings under way."""
     reader = Reader(pool, ttl=ttl, slow_ttl=slow_ttl)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["refresh_ms"] = int(refresh * 1000)
     templates.env.globals["categories"] = pages.CATEGORIES
 
     def render(request: Request, name: str, **context: Any) -> HTMLResponse:
-        context.setdefault("pool", reader.snapshot().pool)
+        context.setdefault("pool", reader.name)
         return templates.TemplateResponse(request, name, context)
 
     def page(
@@ -266,7 +288,9 @@ def create_app(
         return whole, part
 
     def overview(request: Request) -> dict[str, Any]:
-        return {"page": reader.overview(), "active": "overview"}
+        page = reader.overview()
+        read = pages.ago_text(time.time(), page.taken_at)
+        return {"page": page, "read_ago": read, "active": "overview"}
 
     def pipeline(request: Request) -> dict[str, Any]:
         run = request.path_params["run"]
@@ -322,23 +346,12 @@ def create_app(
         }
 
     def plots(request: Request) -> dict[str, Any]:
-        def build() -> tuple[str, str]:
-            tokens = reader.plotted()
-            return (
-                pages.done_over_time_svg(pages.done_series(tokens)),
-                pages.timeline_svg(pages.timeline_bars(tokens)),
-            )
-
-        done, timeline = reader.cache.get("plots", build, ttl=reader.slow_ttl)
+        done, timeline = reader.plots()
         return {"done_svg": done, "timeline_svg": timeline, "active": "plots"}
 
     def data(request: Request) -> dict[str, Any]:
         run = request.query_params.get("run", "")
         stage = request.query_params.get("stage", "")
-        if not run:
-            stages = [(r.run, s.name) for r in reader.runs() for s in r.stages]
-            if stages:
-                run, stage = stages[-1]
         return {"data": reader.data(run, stage), "active": "data"}
 
     def image(request: Request) -> Response:
@@ -389,9 +402,17 @@ def create_app(
             status_code=code,
         )
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        # no new background readings; those under way end before the pool is closed
+        if not await anyio.to_thread.run_sync(reader.cache.close, SHUTDOWN_WAIT):
+            log.warning("dashboard: a reading of the pool was still running at shutdown")
+
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: failed, GridlrtError: failed},
+        lifespan=lifespan,
     )
     guarded: ASGIApp = SecurityHeaders(app)
     if access_token is not None:

@@ -4,8 +4,8 @@ Nothing here reads a pool. The app (:mod:`gridlrt.dashboard.app`) reads through 
 (:class:`~gridlrt.monitor.Monitor`, :func:`~gridlrt.pipelines.service.pipeline_status`,
 :meth:`~gridlrt.tokens.TokenPool.tokens`, the dataset catalogue) and hands what it read to
 these functions, which return the models the templates draw — and SVG pictures (the DAG, tokens
-done over time, attempts per pilot) as strings. :class:`TTLCache` keeps a reading for a few
-seconds, so many browsers refreshing every few seconds cost one reading.
+done over time, attempts per pilot) as strings. The readings are kept by the app's cache
+(:mod:`gridlrt.dashboard.cache`), so many browsers refreshing every few seconds cost one reading.
 
 Every URL shown goes through :func:`safe_url` (no user or password, no query string: a macaroon or a
 signed URL's token lives there); parameters whose names look secret are masked.
@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import math
 import re
-import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from html import escape
-from typing import Any, Generic, TypeVar
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel
@@ -44,39 +42,6 @@ PHASES = {"download": "#17becf", "run": "#ff7f0e", "upload": "#2ca02c"}
 STAGE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 _SECRET_KEY = re.compile(r"pass|secret|token|macaroon|credential|authz|api_?key", re.I)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-T = TypeVar("T")
-
-
-# --- caching ---------------------------------------------------------------------------------
-
-
-class TTLCache(Generic[T]):
-    """Values kept ``ttl`` seconds per key; one reading at a time per key (others wait)."""
-
-    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl = ttl
-        self.clock = clock
-        self._values: dict[str, tuple[float, T]] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def get(self, key: str, read: Callable[[], T], ttl: float | None = None) -> T:
-        keep = self.ttl if ttl is None else ttl
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            found = self._values.get(key)
-            if found is not None and self.clock() - found[0] < keep:
-                return found[1]
-            value = read()
-            self._values[key] = (self.clock(), value)
-            return value
-
-    def clear(self) -> None:
-        with self._guard:
-            self._values.clear()
-
 
 # --- small helpers ---------------------------------------------------------------------------
 
@@ -248,6 +213,7 @@ class PilotView(BaseModel):
 class OverviewPage(BaseModel):
     pool: str
     taken: str
+    taken_at: float  # epoch seconds of the snapshot (the page says how old it is)
     runs: list[RunView]
     steps: list[StepRow]
     failing: list[FailingRow]
@@ -394,6 +360,7 @@ def overview_page(snap: Snapshot, runs: Sequence[PipelineStatus]) -> OverviewPag
     return OverviewPage(
         pool=safe_url(snap.pool),
         taken=clock_text(snap.taken),
+        taken_at=snap.taken,
         runs=run_views(runs, snap),
         steps=step_rows(snap),
         failing=failing_rows(snap),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from gridlrt.config import Settings
+from gridlrt.dashboard import app as dashboard_app
 from gridlrt.dashboard.app import create_app
-from gridlrt.monitor import snapshot
-from gridlrt.pipelines.service import create_pipeline, pipeline_status
+from gridlrt.monitor import Monitor, Snapshot, snapshot
+from gridlrt.pipelines.service import PipelineStatus, create_pipeline, pipeline_status
 from gridlrt.tokens import PilotInfo, TokenPool, TokenStatus, new_token
 from gridlrt.tokens.model import UploadResult
 from tests.gridlrt_cli import cli_env, gridlrt
@@ -241,3 +244,64 @@ def test_status_json_and_dashboard_agree(tmp_path: Path) -> None:
     assert [s["counts"] for s in api["pipelines"][0]["stages"]] == [
         s["counts"] for s in status["pipelines"][0]["stages"]
     ]
+
+
+def test_a_page_pays_for_one_reading_of_the_snapshot_and_of_the_runs(
+    pool: TokenPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Uncached (``ttl=0``): the header's pool name is no reading, and a page built from the
+    snapshot and the runs reads each of them once."""
+    mid_run(pool, tmp_path)
+    readings: list[str] = []
+    snapshot_of = Monitor.snapshot
+
+    def counted_snapshot(self: Monitor, now: float | None = None) -> Snapshot:
+        readings.append("snapshot")
+        return snapshot_of(self, now)
+
+    def counted_runs(pool: TokenPool) -> list[PipelineStatus]:
+        readings.append("runs")
+        return pipeline_status(pool)
+
+    monkeypatch.setattr(Monitor, "snapshot", counted_snapshot)
+    monkeypatch.setattr(dashboard_app, "pipeline_status", counted_runs)
+    client = TestClient(create_app(pool, ttl=0.0, slow_ttl=0.0))
+    for url in ("/", "/fragment/overview", "/pipeline/demo", "/pilots", "/api/status",
+                "/tokens", "/plots", "/data", "/token/avg_0"):  # fmt: skip
+        readings.clear()
+        answer = client.get(url)
+        assert answer.status_code == 200, url
+        assert readings.count("snapshot") <= 1 and readings.count("runs") <= 1, (url, readings)
+        if url in ("/", "/fragment/overview", "/api/status", "/pipeline/demo"):
+            assert sorted(readings) == ["runs", "snapshot"], (url, readings)
+
+
+def test_an_expired_page_is_served_at_once_and_read_again_in_the_background(
+    pool: TokenPool, tmp_path: Path
+) -> None:
+    """With the cache on, the request that finds the overview expired gets the old one (and
+    says how old it is); a background reading brings the new count a moment later."""
+    mid_run(pool, tmp_path)
+    ttl = 0.3
+    with TestClient(create_app(pool, ttl=ttl)) as client:
+        began = time.monotonic()
+        first = client.get("/fragment/overview").text
+        took = time.monotonic() - began  # at least the reading: it is kept max(ttl, 5 x that)
+        assert 'data-n="2"' in first and 'id="read-age"' in first and "read 0s ago" in first
+        token = pool.claim(pilot(7), step="prep")
+        assert token is not None
+        pool.finish(token.id, pilot(7).pilot)
+        time.sleep(max(ttl, 5 * took) + 0.2)
+        stale = client.get("/fragment/overview").text  # expired: the old reading, at once
+        assert 'id="total-done" data-n="2"' in stale
+        assert re.search(r"read [1-9]\d*s ago", stale), stale[:300]
+
+        def refreshed() -> bool:
+            return 'id="total-done" data-n="3"' in client.get("/fragment/overview").text
+
+        deadline = time.monotonic() + 30
+        while not refreshed():
+            assert time.monotonic() < deadline, "the background reading never landed"
+            time.sleep(0.05)
+    refreshing = [t.name for t in threading.enumerate() if t.name.startswith("dashboard-refresh")]
+    assert refreshing == []  # the app's shutdown waited for its readings

@@ -137,23 +137,6 @@ def test_plots_are_svg_and_empty_ones_say_so() -> None:
     assert "no attempt yet" in pages.timeline_svg([])
 
 
-def test_ttl_cache_keeps_a_reading_for_its_ttl() -> None:
-    now = [0.0]
-    cache: pages.TTLCache[int] = pages.TTLCache(2.0, clock=lambda: now[0])
-    reads = []
-
-    def read() -> int:
-        reads.append(1)
-        return len(reads)
-
-    assert cache.get("k", read) == 1
-    now[0] = 1.9
-    assert cache.get("k", read) == 1
-    now[0] = 2.0
-    assert cache.get("k", read) == 2
-    assert cache.get("k", read, ttl=0.0) == 3
-
-
 def test_sizes_and_data_page() -> None:
     assert pages.size_text(None) == "" and pages.size_text(999) == "999 B"
     assert pages.size_text(1_500_000) == "1.5 MB"
