@@ -1,16 +1,21 @@
-"""The dashboard in a real browser: ``gridlrt dashboard`` as a subprocess on a free port, over
-an embedded pool whose pipeline run a slow local pilot is working through, driven by headless
-Chromium (Debian's ``chromium`` and ``chromium-driver``) with selenium.
+"""The dashboard in a real browser: ``gridlrt dashboard --pool URL`` as a subprocess on a free
+port, over a pool whose pipeline run a slow local pilot is working through, driven by headless
+Chromium (Debian's ``chromium`` and ``chromium-driver``) with selenium. The pool is, in turn,
+an embedded one and a CouchDB (the session's pouchdb-server behind its Basic-auth gate) given
+as ``http://user:password@host:port/db``.
 
-The pages render; the counts are those of ``gridlrt status --json``; a live count changes
-while the pilot works without the page being reloaded; the token page of the failed token
-shows its error; no page shows the pool's password; bound to 0.0.0.0 the dashboard refuses a
-request without the access token it printed and accepts one with it. Screenshots of the main
-pages are kept as test artefacts (under the test's tmp dir, or ``$GRIDLRT_SCREENSHOTS``).
-A missing Chromium fails the test with a one-line reason (``make setup`` installs it)."""
+The pages render; the counts are those of ``gridlrt status --json`` on the same pool; a live
+count changes while the pilot works without the page being reloaded; the token page of the
+failed token shows its error; no page and nothing the dashboard prints shows the pool's
+password or ``user:password@``; bound to 0.0.0.0 the dashboard refuses a request without the
+access token it printed and accepts one with it. Screenshots of the main pages are kept as
+test artefacts (under the test's tmp dir, or ``$GRIDLRT_SCREENSHOTS``; the CouchDB run's in
+its ``couchdb/``). A missing Chromium or pouchdb-server fails the test with a one-line reason
+(``make setup`` installs them)."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -22,11 +27,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from tests.gridlrt_cli import cli_env, gridlrt
+from tests.services.couchdb import SecuredCouchDB
 
 SUBBANDS = 8
 BAD = 5
@@ -193,34 +201,87 @@ def start_run(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
-def screenshots_dir(tmp_path: Path) -> Path:
-    where = Path(os.environ.get("GRIDLRT_SCREENSHOTS") or tmp_path / "screenshots")
+#: what the overview shows, read in one go: each stage's "done/total", each step's done count
+SHOWN_COUNTS = """
+const shown = {};
+for (const td of document.querySelectorAll("tr[data-stage] td[data-done]")) {
+  shown["stage " + td.parentElement.dataset.stage] = td.textContent;
+}
+for (const td of document.querySelectorAll("tr[data-step] td[data-done]")) {
+  shown["step " + td.parentElement.dataset.step] = td.dataset.done;
+}
+const errors = document.querySelector('tr[data-stage="prep"] [data-count="error"]');
+shown["prep errors"] = errors ? errors.textContent : "";
+return shown;
+"""
+
+
+TOTAL_DONE = 'return document.getElementById("total-done").dataset.n;'
+READ_AGE = 'return document.getElementById("read-age").textContent;'
+
+
+def screenshots_dir(tmp_path: Path, sub: str = "") -> Path:
+    where = Path(os.environ.get("GRIDLRT_SCREENSHOTS") or tmp_path / "screenshots") / sub
     where.mkdir(parents=True, exist_ok=True)
     return where
 
 
-def test_dashboard_in_a_browser_while_a_pilot_works(browser: object, tmp_path: Path) -> None:
+@dataclass
+class WatchedPool:
+    backend: str
+    url: str  # what --pool and the pilot's GRIDLRT_POOL get: with the password for CouchDB
+    shown: str  # the pool's URL as the dashboard shows it
+    secrets: list[str]  # what no page and no output of the dashboard may show
+
+
+@pytest.fixture(params=["sqlite", pytest.param("couchdb", marks=pytest.mark.couchdb)])
+def watched_pool(request: pytest.FixtureRequest, tmp_path: Path) -> WatchedPool:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'pool.sqlite'}"
+        return WatchedPool("sqlite", url, url, [])
+    couch: SecuredCouchDB = request.getfixturevalue("secured_couchdb")
+    db = couch.new_database("dashboard").removeprefix("http://")
+    user, password = couch.username, couch.password  # the password has # ! & $ in it
+    # the password as typed, as HTML and as a URL write it, its random part; the user
+    hidden = [password, html.escape(password), quote(password, safe="")]
+    hidden += [*re.findall(r"[0-9a-f]{10}", password), f"{user}:"]
+    return WatchedPool("couchdb", f"http://{user}:{password}@{db}", f"http://{db}", hidden)
+
+
+def test_dashboard_in_a_browser_while_a_pilot_works(
+    browser: object, watched_pool: WatchedPool, tmp_path: Path
+) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
 
     assert isinstance(browser, WebDriver)
     driver = browser
-    env = cli_env(tmp_path, GRIDLRT_POOL=f"sqlite:///{tmp_path / 'pool.sqlite'}")
+    env = cli_env(tmp_path, GRIDLRT_POOL=watched_pool.url)
+    gridlrt(env, "pool", "init")
     pilot = start_run(tmp_path, env)
     port = free_port()
-    dashboard, banner = serve(env, tmp_path / "dashboard.log", "--port", str(port),
+    log = tmp_path / "dashboard.log"
+    dashboard, banner = serve(env, log, "--pool", watched_pool.url, "--port", str(port),
                               "--refresh", "1s")  # fmt: skip
-    shots = screenshots_dir(tmp_path)
+    couch = watched_pool.backend == "couchdb"
+    shots = screenshots_dir(tmp_path, "couchdb" if couch else "")
     base = f"http://127.0.0.1:{port}"
+    sources: list[tuple[str, str]] = []  # every page's HTML as the browser has it
+
+    def keep_source() -> None:
+        sources.append((driver.current_url, driver.page_source))
+
     try:
         assert f"http://localhost:{port}/" in banner and "ssh -L" in banner
+        assert f"gridlrt dashboard of {watched_pool.shown} (read-only)" in banner, banner
         # overview: renders, and its done count moves while the pilot works, without reload
         driver.get(base + "/")
         assert "gridlrt" in driver.title
+        keep_source()
         driver.execute_script("window.notReloaded = 'yes';")
 
-        def done_now() -> int:
-            return int(driver.find_element(By.ID, "total-done").get_attribute("data-n") or -1)
+        def done_now() -> int:  # read in JavaScript: the element may be swapped meanwhile
+            return int(driver.execute_script(TOTAL_DONE) or -1)
 
         first = done_now()
         wait_until(lambda: done_now() > first, "the live done count to change", 60)
@@ -228,52 +289,74 @@ def test_dashboard_in_a_browser_while_a_pilot_works(browser: object, tmp_path: P
         live = driver.find_element(By.ID, "overview")
         assert int(live.get_attribute("data-refreshes") or 0) >= 1
         assert driver.find_element(By.CSS_SELECTOR, 'tr[data-stage="prep"] .bar')
+        assert re.fullmatch(r"read \d+s ago", driver.execute_script(READ_AGE)) is not None
+        keep_source()
         driver.save_screenshot(str(shots / "overview.png"))
 
         # counts match gridlrt status --json (once the pilot is done: a still picture)
         wait_until(lambda: pilot.poll() is not None, "the pilot to finish", 120)
         status = json.loads(gridlrt(env, "status", "--json").stdout)
         prep = next(s for s in status["pipelines"][0]["stages"] if s["name"] == "prep")
-        time.sleep(2.5)  # one more refresh after the cache's ttl
-        row = driver.find_element(By.CSS_SELECTOR, 'tr[data-stage="prep"]')
-        done_cell = row.find_element(By.CSS_SELECTOR, "td[data-done]")
-        assert done_cell.text == f"{prep['counts']['done']}/{SUBBANDS}"
         assert prep["counts"]["done"] == SUBBANDS - 1 and prep["counts"]["error"] == 1
-        errors = row.find_element(By.CSS_SELECTOR, '[data-count="error"]').text
-        assert errors == "1 error"
+
+        expected = {f"stage {s['name']}": f"{s['counts']['done']}/{s['present']}"
+                    for s in status["pipelines"][0]["stages"]}  # fmt: skip
+        expected |= {f"step {s['step']}": str(s["counts"]["done"]) for s in status["steps"]}
+        expected["prep errors"] = "1 error"
+        # the cache's reading expires, the next refresh starts a new one, a later one shows it:
+        # the whole picture (read at once: live.js swaps the elements every second)
+        wait_until(lambda: driver.execute_script(SHOWN_COUNTS) == expected,
+                   f"the overview to show {expected}", 30)  # fmt: skip
+        keep_source()
         driver.save_screenshot(str(shots / "overview-finished.png"))
 
         # the pipeline page: the DAG; a click on a stage lists its tokens
         driver.get(base + "/pipeline/watch")
         assert driver.find_element(By.CSS_SELECTOR, "svg.dag")
+        keep_source()
         driver.save_screenshot(str(shots / "pipeline.png"))
         driver.find_element(By.CSS_SELECTOR, 'svg.dag g[data-stage="prep"]').click()
         wait_until(lambda: "/tokens" in driver.current_url, "the stage's tokens")
         matching = driver.find_element(By.ID, "matching").get_attribute("data-n")
         assert matching == str(SUBBANDS)
+        keep_source()
         driver.save_screenshot(str(shots / "tokens.png"))
 
         # the failed token's page shows its error
         bad = f"watch.prep.L300_SB{BAD:03d}"
         driver.get(f"{base}/tokens?status=error")
+        keep_source()
         driver.find_element(By.LINK_TEXT, bad).click()
         wait_until(lambda: driver.current_url.endswith(f"/token/{bad}"), "the token page")
         body = driver.find_element(By.TAG_NAME, "body").text
         assert "error" in driver.find_element(By.ID, "token-status").text
         assert "exit" in body.lower() and "attempts (1)" in body
+        keep_source()
         driver.save_screenshot(str(shots / "token.png"))
 
         for name in ("pilots", "plots", "data"):
             driver.get(f"{base}/{name}")
             assert driver.find_element(By.CSS_SELECTOR, "main h1").text.lower() == name
+            keep_source()
             driver.save_screenshot(str(shots / f"{name}.png"))
             if name == "plots":
                 assert len(driver.find_elements(By.CSS_SELECTOR, "div.plot svg")) == 2
+        driver.get(base + "/api/status")
+        keep_source()
+        api = json.loads(driver.find_element(By.TAG_NAME, "body").text)
+        assert api["pool"] == watched_pool.shown
+        assert [s["counts"] for s in api["steps"]] == [s["counts"] for s in status["steps"]]
     finally:
         stop(dashboard)
         if pilot.poll() is None:
             stop(pilot)  # type: ignore[arg-type]
     assert all((shots / f"{n}.png").stat().st_size > 5000 for n in ("overview", "pipeline"))
+    # no secret in any page the browser showed, nor in anything the dashboard printed
+    assert len({url for url, _ in sources}) == 9, [url for url, _ in sources]
+    printed = log.read_text()
+    for secret in watched_pool.secrets:
+        assert not [url for url, html in sources if secret in html], secret
+        assert secret not in printed, printed
 
 
 def test_a_dashboard_bound_beyond_loopback_needs_its_token(browser: object, tmp_path: Path) -> None:
