@@ -1,8 +1,9 @@
 """The light core and its extras: numpy, python-casacore, DP3, LOSOTO, astropy and matplotlib
-are optional (``gridlrt[worker]``, ``gridlrt[reduction]``, ``gridlrt[demo]``), and a command
-that needs a missing one says which extra to install, in one line. The missing package is
-simulated with ``sys.modules[name] = None`` (its import then raises ImportError), so these
-tests run in the full test venv."""
+are optional (``gridlrt[worker]``, ``gridlrt[reduction]``, ``gridlrt[demo]``), and so are the
+dashboard's starlette, jinja2 and uvicorn (``gridlrt[dashboard]``); a command that needs a
+missing one says which extra to install, in one line. The missing package is simulated with
+``sys.modules[name] = None`` (its import then raises ImportError), so these tests run in the
+full test venv."""
 
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ from gridlrt.errors import ConfigError
 from gridlrt.extras import EXTRAS, needs_extra
 
 HEAVY = {"numpy", "python-casacore", "dp3", "losoto", "astropy", "matplotlib"}
+WEB = {"starlette", "jinja2", "uvicorn"}  # gridlrt dashboard
 
 
 def test_the_core_install_is_light_and_the_extras_bring_the_rest() -> None:
     requirements = [Requirement(text) for text in metadata.requires("gridlrt") or []]
     core = {r.name for r in requirements if r.marker is None}
     assert {"requests", "pydantic", "pydantic-settings", "typer", "rich", "packaging"} <= core
-    assert not core & HEAVY
+    assert not core & (HEAVY | WEB)
 
     def extra(name: str) -> set[str]:
         return {r.name for r in requirements if r.marker and r.marker.evaluate({"extra": name})}
@@ -33,8 +35,9 @@ def test_the_core_install_is_light_and_the_extras_bring_the_rest() -> None:
     assert extra("worker") == {"numpy", "python-casacore", "dp3"}
     assert extra("reduction") == {"gridlrt", "losoto", "astropy"}  # gridlrt[worker] + these
     assert extra("demo") == {"gridlrt", "matplotlib"}  # gridlrt[reduction] + matplotlib
+    assert extra("dashboard") == WEB
     assert "gridlrt" in extra("test")  # gridlrt[demo]: make test and make demo need it all
-    assert {dist for dist, _ in EXTRAS.values()} == HEAVY
+    assert {dist for dist, _ in EXTRAS.values()} == HEAVY | WEB
 
 
 def test_a_missing_optional_module_names_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
