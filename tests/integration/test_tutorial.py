@@ -1,8 +1,9 @@
 """The tutorial notebook ``tutorials/LRT_demo.ipynb``: the calibrator -> target reduction of
 ``gridlrt demo`` step by step through the Python API. It runs top to bottom (twice: a rerun
 does no work) in a Jupyter kernel of this venv on the embedded default pool, its answer is
-verified and its control fails, and it is stored clean (no outputs, no execution counts), so
-the file in git only changes when its text does."""
+verified and its control fails, the dashboard it starts in the kernel shows the notebook's
+counts and stops without leaving a thread, and it is stored clean (no outputs, no execution
+counts), so the file in git only changes when its text does."""
 
 from __future__ import annotations
 
@@ -112,6 +113,19 @@ def _attempts(run: str) -> dict[str, int]:
     return {t.id: len(t.attempts) for t in tokens}
 
 
+def _dashboard_agrees(text: str, data: Path) -> None:
+    """The dashboard cell's output: the command for this pool, the app answered and stopped
+    with no thread left, and its counts are the notebook's (every stage done, none failed)."""
+    assert f"on the UI node: gridlrt dashboard --pool sqlite:///{data / 'pool.sqlite'}\n" in text
+    assert re.search(r"answered on http://127\.0\.0\.1:\d+/; stopped, threads left: 0$", text,
+                     re.MULTILINE), text[-2000:]  # fmt: skip
+    for stage, total in STAGES.items():
+        assert _row(text, RUN, stage, f"{total}/0", f"{total}/0"), stage
+    for stage, total in CONTROL_STAGES.items():
+        assert _row(text, CONTROL, stage, f"{total}/0", f"{total}/0"), stage
+    assert "the dashboard's counts equal the notebook's: True" in text
+
+
 def _jobs() -> list[dict[str, Any]]:
     with open_pool(load_settings()) as pool:
         return pool.records("job")
@@ -183,6 +197,8 @@ def test_tutorial_runs_the_verified_reduction_and_the_control_and_reruns_clean(
     assert "verification of run demo-uncalibrated: FAILED" in text
     assert "flux of 8 of 8 source measurement(s) off" in text
     assert "the check tells them apart: True" in text
+    # 10. the dashboard, started in the kernel over the notebook's pool, agrees with it, stops
+    _dashboard_agrees(text, data)
     # 6, 7, 9 and the DAG: the images shown inline are the run's plots
     images = _images(first)
     assert len(images) == len(SHOWN)
@@ -214,6 +230,7 @@ def test_tutorial_runs_the_verified_reduction_and_the_control_and_reruns_clean(
     assert "local pilot(s) started" not in text
     assert "verification of run demo: PASSED" in text
     assert "verification of run demo-uncalibrated: FAILED" in text
+    _dashboard_agrees(text, data)
     assert len(_images(second)) == len(SHOWN)
     assert {run: _attempts(run) for run in (RUN, CONTROL)} == attempts
     assert len(_jobs()) == 2
@@ -241,6 +258,8 @@ def test_tutorial_is_stored_without_outputs() -> None:
         "gridlrt jobs status",
         "gridlrt submit -b dirac --pipeline",
         "gridlrt demo --single-step",
+        "gridlrt dashboard --pool",
+        "ssh -L 8080:127.0.0.1:8080 ui-node",
     ):
         assert command in markdown
     for term in ("subband", "band", "clock", "H5parm", "reference station"):
