@@ -55,7 +55,7 @@ def dashboard_command(
     On the UI node it listens on 127.0.0.1; from your laptop open a tunnel and browse to
     http://localhost:8080/:
 
-        ssh -L 8080:localhost:8080 ui-node      # then on ui-node: gridlrt dashboard
+        ssh -L 8080:127.0.0.1:8080 ui-node      # then on ui-node: gridlrt dashboard
 
     Binding to another address (--host 0.0.0.0) prints an access token once: open the URL
     with ?token=... once, the browser then keeps a session cookie.
@@ -79,7 +79,7 @@ def dashboard_command(
     console.print(
         f"gridlrt dashboard of {safe_url(opened.url)} (read-only) at {url}\n"
         + (
-            f"from another machine: ssh -L {port}:localhost:{port} <this node>, "
+            f"from another machine: ssh -L {port}:127.0.0.1:{port} <this node>, "
             f"then open http://localhost:{port}/"
             if token is None
             else f"access token (shown only now): open {url}?token={token} once"

@@ -86,6 +86,7 @@ class Reader:
 
     def __init__(self, pool: TokenPool, *, ttl: float = 2.0, slow_ttl: float = 10.0) -> None:
         self.pool = pool
+        pool.follow()  # counts read again and again: only what changed (CouchDB's _changes)
         self.name = pages.safe_url(pool.url)  # what every page's header shows: no reading
         self.cache: TTLCache[Any] = TTLCache(ttl)
         self.slow_ttl = slow_ttl

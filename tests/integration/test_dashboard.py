@@ -227,7 +227,7 @@ def test_the_cli_refuses_a_non_loopback_bind_without_printing_secrets(tmp_path: 
     assert missing.returncode != 0
     assert "does not exist" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
     helped = gridlrt(env, "dashboard", "--help").stdout
-    assert "ssh -L 8080:localhost:8080" in helped
+    assert "ssh -L 8080:127.0.0.1:8080" in helped
 
 
 def test_status_json_and_dashboard_agree(tmp_path: Path) -> None:
