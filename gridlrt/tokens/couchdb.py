@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -53,6 +54,21 @@ KNOWN_REVISIONS = 1000  # tokens whose last written revision a pool remembers
 SEEN_DOCUMENTS = 5000  # parents' documents a pool keeps by revision (settling reads them often)
 CANDIDATES_TTL = 10.0  # seconds a claimer keeps trying the rest of one claim-view read
 VIEW = f"{design.DESIGN_ID}/_view"
+
+
+def _session(url: str, auth: tuple[str, str] | None) -> requests.Session:
+    """A session that reads the environment (proxies and ``no_proxy``, a CA bundle, .netrc)
+    once, here: requests would otherwise read it again on every request, which was a tenth of
+    a pilot's CPU per claim (``getproxies_environment`` walks all of ``os.environ``)."""
+    session = requests.Session()
+    session.headers["Accept"] = "application/json"
+    session.proxies.update(requests.utils.get_environ_proxies(url))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    session.auth = auth or requests.utils.get_netrc_auth(url)
+    session.trust_env = False
+    return session
 
 
 class _ServerError(Exception):
@@ -97,9 +113,7 @@ class CouchDBPool(TokenPool):
         self.backoff = Backoff(tries=retries, patience=patience)
         self.outage = Outage(f"token pool {self.url}")
         self._local = threading.local()  # per thread: was the last request retried?
-        self.session = requests.Session()
-        self.session.auth = auth
-        self.session.headers["Accept"] = "application/json"
+        self.session = _session(self.db_url, auth)
         self._known: dict[str, Token] = {}
         self._seen: dict[str, dict[str, Any]] = {}
         self._pending: dict[str | None, tuple[float, list[str]]] = {}
