@@ -100,6 +100,20 @@ CREATE INDEX IF NOT EXISTS tokens_stage ON tokens ({_PIPELINE}, {_STAGE}, status
 #: what meta's ``checks`` holds once CHECKS is installed (a new check installs itself again)
 CHECKS_VERSION = hashlib.sha256(CHECKS.encode()).hexdigest()[:16]
 
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of an SQL script, triggers whole (``executescript`` would commit the
+    transaction they must run in)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending.strip()
+            pending = ""
+    if pending.strip():
+        raise ValueError(f"incomplete SQL statement: {pending.strip()[:80]}")
+
+
 # Tokens whose children are yet to be told (``settled`` false); a row that holds no valid
 # JSON (reported as malformed elsewhere) must not make the expression, or a write, fail.
 UNSETTLED = "(CASE WHEN json_valid(doc) THEN json_extract(doc, '$.settled') END) = 0"
@@ -233,29 +247,34 @@ class SQLitePool(TokenPool):
         if self._checks is not None:
             return self._checks
         try:
-            row = db.execute("SELECT value FROM meta WHERE key = 'checks'").fetchone()
-            if row is None or row[0] != CHECKS_VERSION:
+            if not self._checks_current(db):
                 started = time.monotonic()
-                columns = {r[1] for r in db.execute("PRAGMA table_info(tokens)")}
-                add = (
-                    ""
-                    if "mark" in columns
-                    else ("ALTER TABLE tokens ADD COLUMN mark INTEGER NOT NULL DEFAULT 0;")
-                )
+                db.execute("BEGIN IMMEDIATE")
                 try:
-                    db.executescript(
-                        f"BEGIN IMMEDIATE; {add} {CHECKS} INSERT OR REPLACE INTO meta (key, value)"
-                        f" VALUES ('checks', '{CHECKS_VERSION}'); COMMIT;"
-                    )
+                    # looked again under the lock: many pilots opening an old pool at once
+                    # install them once, the others find them installed
+                    if not self._checks_current(db):
+                        columns = {r[1] for r in db.execute("PRAGMA table_info(tokens)")}
+                        if "mark" not in columns:
+                            db.execute(
+                                "ALTER TABLE tokens ADD COLUMN mark INTEGER NOT NULL DEFAULT 0"
+                            )
+                        for statement in _statements(CHECKS):
+                            db.execute(statement)
+                        db.execute(
+                            "INSERT OR REPLACE INTO meta (key, value) VALUES ('checks', ?)",
+                            (CHECKS_VERSION,),
+                        )
+                        log.info(
+                            "installed the malformed-document checks in %s (%.1f s)",
+                            self.path,
+                            time.monotonic() - started,
+                        )
+                    db.execute("COMMIT")
                 except sqlite3.Error:
                     if db.in_transaction:
                         db.execute("ROLLBACK")
                     raise
-                log.info(
-                    "installed the malformed-document checks in %s (%.1f s)",
-                    self.path,
-                    time.monotonic() - started,
-                )
             self._checks = True
         except sqlite3.Error as exc:
             log.info(
@@ -263,6 +282,11 @@ class SQLitePool(TokenPool):
             )
             self._checks = False
         return self._checks
+
+    @staticmethod
+    def _checks_current(db: sqlite3.Connection) -> bool:
+        row = db.execute("SELECT value FROM meta WHERE key = 'checks'").fetchone()
+        return row is not None and row[0] == CHECKS_VERSION
 
     def _insert(self, docs: Sequence[dict[str, Any]]) -> CreateResult:
         result = CreateResult()
@@ -395,16 +419,26 @@ class SQLitePool(TokenPool):
         malformed: dict[str, str] = {}
         db = self._db
         if self._install_checks(db):
-            # every row counted by its columns, then the suspect ones taken out and judged
-            totals: dict[tuple[Any, Any], int] = {
-                (step, status): n
-                for status, step, n in db.execute(
-                    "SELECT status, step, count(*) FROM tokens GROUP BY status, step"
-                )
-            }
-            suspects = db.execute(
-                "SELECT t.id, t.step, t.status, t.doc FROM suspects s JOIN tokens t ON t.id = s.id"
-            ).fetchall()
+            # every row counted by its columns, then the suspect ones taken out and judged;
+            # both read in one transaction (one snapshot of the file), or a write in between
+            # could take out a row that was not counted
+            own = not db.in_transaction  # (inside a caller's write: already one snapshot)
+            if own:
+                db.execute("BEGIN")
+            try:
+                totals: dict[tuple[Any, Any], int] = {
+                    (step, status): n
+                    for status, step, n in db.execute(
+                        "SELECT status, step, count(*) FROM tokens GROUP BY status, step"
+                    )
+                }
+                suspects = db.execute(
+                    "SELECT t.id, t.step, t.status, t.doc FROM suspects s "
+                    "JOIN tokens t ON t.id = s.id"
+                ).fetchall()
+            finally:
+                if own:
+                    db.execute("COMMIT")
             for _id, step, status, _doc in suspects:
                 totals[(step, status)] -= 1
             for (step, status), n in totals.items():

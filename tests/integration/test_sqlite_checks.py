@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -274,3 +276,24 @@ def test_a_library_write_that_leaves_the_document_keeps_its_verdict(pool: SQLite
         db.execute("UPDATE tokens SET heartbeat = 5, mark = mark + 1 WHERE id = 'avg_SB001'")
     assert suspects(pool) == {"avg_SB000"}
     assert set(pool.overview().malformed) == {"avg_SB000"}
+
+
+def test_pilots_opening_an_old_pool_at_once_install_the_checks_once(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    docs = [t.to_doc() for t in tokens(300)]
+    old_pool(path, [(d["_id"], "todo", "average", json.dumps(d)) for d in docs])
+    opener = (
+        "import logging, sys; from pathlib import Path; "
+        "logging.basicConfig(level=logging.INFO, stream=sys.stdout); "
+        "from gridlrt.tokens.sqlite import SQLitePool; "
+        f"print(SQLitePool(Path({str(path)!r})).overview().counts)"
+    )
+    runs = [
+        subprocess.Popen([sys.executable, "-c", opener], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+
+    assert all(run.returncode == 0 for run in runs)
+    assert sum("installed the malformed-document checks" in out for out in outputs) == 1
+    assert all("{'average': {'todo': 300}}" in out for out in outputs)
