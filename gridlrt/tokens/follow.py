@@ -167,14 +167,17 @@ class CountsFollower:
 
     def overview(self) -> Overview:
         counts: dict[str, dict[str, int]] = {}
-        for (step, status), n in self.counts.items():
-            if n:
-                counts.setdefault(step, {})[status] = n
-        return Overview(counts=counts, malformed=dict(self.malformed))
+        with self._lock:  # (another thread may be applying changes)
+            for (step, status), n in self.counts.items():
+                if n:
+                    counts.setdefault(step, {})[status] = n
+            malformed = dict(self.malformed)
+        return Overview(counts=counts, malformed=malformed)
 
     def stage_counts(self) -> dict[tuple[str, str], dict[str, int]]:
         counts: dict[tuple[str, str], dict[str, int]] = {}
-        for (pipeline, stage, status), n in self.stages.items():
-            if n:
-                counts.setdefault((pipeline, stage), {})[status] = n
+        with self._lock:
+            for (pipeline, stage, status), n in self.stages.items():
+                if n:
+                    counts.setdefault((pipeline, stage), {})[status] = n
         return counts

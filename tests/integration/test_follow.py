@@ -9,6 +9,7 @@ one after k writes applies about k; a change seen twice is not counted twice.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -148,3 +149,34 @@ def test_a_monitor_of_a_following_pool_sees_the_run(pools: tuple[CouchDBPool, st
     assert after.step("average").counts.get("done") == 2
     assert after.step("average").counts.get("todo") == 6
     same_as_fresh(pool, url)
+
+
+def test_readers_in_threads_while_changes_apply(pools: tuple[CouchDBPool, str]) -> None:
+    """The dashboard reads counts from several threads while one of them applies changes."""
+    pool, url = pools
+    pool.create(staged(60, "prep"))
+    writer = CouchDBPool(url)
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for _ in range(40):
+                pool.overview()
+                pool.stage_counts()
+        except BaseException as exc:  # reported by the test
+            failures.append(exc)
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for thread in readers:
+        thread.start()
+    for _ in range(30):
+        token = writer.claim(ANN)
+        assert token is not None
+        writer.finish(token.id, ANN.pilot)
+    for thread in readers:
+        thread.join()
+    writer.close()
+
+    assert failures == []
+    same_as_fresh(pool, url)
+    assert pool.stage_counts()[("run1", "prep")] == {"todo": 30, "done": 30}
