@@ -375,8 +375,11 @@ def summarize(
     return run
 
 
-def gridlrt_worker(target: str, name: str, out: Path) -> int:
-    """Claimer process: claim → finish until the pool is empty; ids to ``out`` (JSON)."""
+def gridlrt_worker(
+    target: str, name: str, out: Path, share: int | None = None, step: str | None = None
+) -> int:
+    """Claimer process: claim → finish until the pool is empty (or it finished ``share``
+    tokens; of ``step`` only, if given); ids to ``out`` (JSON)."""
     from gridlrt.errors import LostClaim
     from gridlrt.tokens import PilotInfo, TokenPool
 
@@ -399,7 +402,7 @@ def gridlrt_worker(target: str, name: str, out: Path) -> int:
     lost = 0
     error = ""
     try:
-        while (token := pool.claim(who)) is not None:
+        while (share is None or len(ids) < share) and (token := pool.claim(who, step)) is not None:
             ids.append(token.id)
             try:
                 pool.finish(token.id, who.pilot)
