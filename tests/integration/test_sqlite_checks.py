@@ -297,3 +297,31 @@ def test_pilots_opening_an_old_pool_at_once_install_the_checks_once(tmp_path: Pa
     assert all(run.returncode == 0 for run in runs)
     assert sum("installed the malformed-document checks" in out for out in outputs) == 1
     assert all("{'average': {'todo': 300}}" in out for out in outputs)
+
+
+def _plans(pool: SQLitePool, action: Any) -> list[str]:
+    """The query plans of the statements ``action`` runs on the pool's connection."""
+    statements: list[str] = []
+    db = pool._db
+    db.set_trace_callback(statements.append)
+    try:
+        action()
+    finally:
+        db.set_trace_callback(None)
+    plans = []
+    for sql in statements:
+        if sql.lstrip().upper().startswith(("SELECT", "UPDATE")):
+            rows = db.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
+            plans.append(sql + " => " + " | ".join(str(r[-1]) for r in rows))
+    return plans
+
+
+def test_claiming_any_step_and_listing_a_status_sort_nothing(pool: SQLitePool) -> None:
+    """bench/million_bench.py: without an index for them, a claim of any step sorted every todo
+    row inside the write lock, and listing a status read all its rows for every page."""
+    pool.create(tokens(50))
+    claims = _plans(pool, lambda: pool.claim(ANN))
+    listing = _plans(pool, lambda: list(pool.tokens(TokenStatus.TODO)))
+
+    assert claims and listing
+    assert not [p for p in claims + listing if "TEMP B-TREE" in p], claims + listing
