@@ -22,7 +22,6 @@ from gridlrt.cli.common import (
     SubbandsOption,
     console,
     err_console,
-    format_bytes,
     settings,
 )
 from gridlrt.datasets.bands import DEFAULT_BAND, parse_band, with_estimated_frequencies
@@ -35,6 +34,7 @@ from gridlrt.datasets.model import (
     write_dataset,
 )
 from gridlrt.datasets.sources import DEFAULT_JOBS, SourceContext, load_dataset
+from gridlrt.sizes import format_bytes
 from gridlrt.staging.ranges import parse_ranges
 
 if TYPE_CHECKING:

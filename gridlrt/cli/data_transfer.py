@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from gridlrt.cli.common import SubbandsOption, console, format_bytes
+from gridlrt.cli.common import SubbandsOption, console
 from gridlrt.cli.storage import open_storage, transfer_bar
 from gridlrt.datasets.transfer import (
     DatasetProgress,
@@ -29,6 +29,7 @@ from gridlrt.datasets.transfer import (
     put_dataset,
 )
 from gridlrt.errors import GridlrtError
+from gridlrt.sizes import format_bytes
 from gridlrt.storage.gfal import DEFAULT_RETRIES, DEFAULT_TRANSFER_TIMEOUT
 
 ToDirOption = Annotated[

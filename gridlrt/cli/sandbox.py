@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from gridlrt.cli.common import console, err_console, format_bytes, settings
+from gridlrt.cli.common import console, err_console, settings
 from gridlrt.cli.storage import (
     DryRunOption,
     RetriesOption,
@@ -27,6 +27,7 @@ from gridlrt.sandbox import (
     push_sandbox,
     runtime_bundle,
 )
+from gridlrt.sizes import format_bytes
 from gridlrt.storage.gfal import DEFAULT_RETRIES, DEFAULT_TRANSFER_TIMEOUT
 
 sandbox_app = typer.Typer(

@@ -31,6 +31,7 @@ from gridlrt.pipelines.definition import Pipeline
 from gridlrt.pipelines.draw import dag_layout
 from gridlrt.pipelines.expand import StagePlan
 from gridlrt.pipelines.service import PipelineStatus, StageStatus
+from gridlrt.sizes import format_bytes
 from gridlrt.tokens import Token, TokenStatus
 from gridlrt.tokens.model import ACTIVE
 
@@ -71,14 +72,7 @@ def ago_text(now: float, then: float | None) -> str:
 
 
 def size_text(size: int | None) -> str:
-    if size is None:
-        return ""
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"  # pragma: no cover - the loop returns
+    return "" if size is None else format_bytes(size)
 
 
 def category(status: str) -> str:
