@@ -241,6 +241,7 @@ class ClaimRun:
     client_cpu: float  # CPU seconds of all claimers during the run
     server_cpu: float  # CPU seconds of pouchdb-server during the run (NaN for SQLite)
     errors: list[str] = field(default_factory=list)
+    sent: Counter[str] = field(default_factory=Counter)  # gridlrt on CouchDB: requests by kind
 
     @property
     def claims_per_s(self) -> float:
@@ -285,6 +286,7 @@ class WorkerResult:
     lost: int
     cpu: float
     error: str
+    sent: dict[str, int] = field(default_factory=dict)
 
 
 def run_claimers(
@@ -361,6 +363,7 @@ def summarize(
         client_cpu=sum(r.cpu for r in results),
         server_cpu=server_cpu,
         errors=[f"{r.name}: {r.error}" for r in results if r.error],
+        sent=sum((Counter(r.sent) for r in results), Counter()),
     )
     say(
         f"  {client} {backend} {n:>2} claimers: {run.cycles} claims in {seconds:.2f} s = "
@@ -372,6 +375,9 @@ def summarize(
     )
     for error in run.errors:
         say(f"    ERROR {error}")
+    if run.sent and run.cycles:
+        per = ", ".join(f"{k} {v / run.cycles:.2f}" for k, v in sorted(run.sent.items()))
+        say(f"    requests per claim ({sum(run.sent.values()) / run.cycles:.2f}): {per}")
     return run
 
 
@@ -397,6 +403,7 @@ def gridlrt_worker(
     pool.overview()  # connect (and open the file) before the start
     print("ready", flush=True)
     sys.stdin.readline()
+    getattr(pool, "sent", Counter()).clear()  # count the run's requests only
     started, cpu = time.time(), time.process_time()
     ids: list[str] = []
     lost = 0
@@ -412,7 +419,8 @@ def gridlrt_worker(
         error = f"{type(exc).__name__}: {exc}"
     ended, cpu = time.time(), time.process_time() - cpu
     result = {"name": name, "ids": ids, "started": started, "ended": ended, "crashes": 0,
-              "lost": lost, "cpu": cpu, "error": error}  # fmt: skip
+              "lost": lost, "cpu": cpu, "error": error,
+              "sent": dict(getattr(pool, "sent", {}))}  # fmt: skip
     out.write_text(json.dumps(result))
     pool.close()
     return 0

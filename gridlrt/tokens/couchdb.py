@@ -1,4 +1,4 @@
-"""The CouchDB pool: a PiCaS-compatible database spoken to over HTTP with ``requests``.
+"""The CouchDB pool: a PiCaS-compatible database spoken to over HTTP (:mod:`gridlrt.tokens.http`).
 
 Exclusive claims rest on CouchDB's multi-version concurrency control: a claimer reads todo
 rows from the claim view (ids only), reads the chosen document, checks it really is todo,
@@ -21,10 +21,10 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -43,6 +43,7 @@ from gridlrt.errors import (
 from gridlrt.retry import Backoff, Outage, retry
 from gridlrt.tokens import design, transitions
 from gridlrt.tokens.follow import CountsFollower
+from gridlrt.tokens.http import Answer, Http
 from gridlrt.tokens.model import PilotInfo, Token, TokenStatus
 from gridlrt.tokens.pool import CreateResult, Overview, TokenPool, parse_token
 
@@ -50,27 +51,13 @@ log = logging.getLogger(__name__)
 
 RETRIES = 5
 CLAIM_WINDOW = 64  # todo rows a claimer reads at once
+CONTENDED_WINDOW = 256  # ... while others take the same ones (fewer view reads, fewer misses)
 CONTENDED_FOR = 60.0  # seconds a claimer keeps scattering after it lost a race
 MISSES_BEFORE_REREAD = 2  # taken candidates in a row before reading the view again
 KNOWN_REVISIONS = 1000  # tokens whose last written revision a pool remembers
 SEEN_DOCUMENTS = 5000  # parents' documents a pool keeps by revision (settling reads them often)
 CANDIDATES_TTL = 10.0  # seconds a claimer keeps trying the rest of one claim-view read
 VIEW = f"{design.DESIGN_ID}/_view"
-
-
-def _session(url: str, auth: tuple[str, str] | None) -> requests.Session:
-    """A session that reads the environment (proxies and ``no_proxy``, a CA bundle, .netrc)
-    once, here: requests would otherwise read it again on every request, which was a tenth of
-    a pilot's CPU per claim (``getproxies_environment`` walks all of ``os.environ``)."""
-    session = requests.Session()
-    session.headers["Accept"] = "application/json"
-    session.proxies.update(requests.utils.get_environ_proxies(url))
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle:
-        session.verify = bundle
-    session.auth = auth or requests.utils.get_netrc_auth(url)
-    session.trust_env = False
-    return session
 
 
 def _digest(data: bytes) -> str:
@@ -91,7 +78,7 @@ def _transient(exc: Exception) -> str | None:
     return None
 
 
-def _json(response: requests.Response) -> dict[str, Any]:
+def _json(response: Answer) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:
@@ -120,28 +107,44 @@ class CouchDBPool(TokenPool):
         self.backoff = Backoff(tries=retries, patience=patience)
         self.outage = Outage(f"token pool {self.url}")
         self._local = threading.local()  # per thread: was the last request retried?
-        self.session = _session(self.db_url, auth)
+        self.http = Http(self.db_url, auth)
+        self.session = self.http.session  # the settings read from the environment
         self._known: dict[str, Token] = {}
         self._seen: dict[str, dict[str, Any]] = {}
         self._pending: dict[str | None, tuple[float, list[str]]] = {}
         self._contended_until = 0.0
         self._follower: CountsFollower | None = None  # see follow()
+        self.sent: Counter[str] = Counter()  # requests by kind and answer, for benches
+
+    @staticmethod
+    def _kind(method: str, path: str, status: int) -> str:
+        """A request's kind for :attr:`sent`: ``GET doc 200``, ``GET view gridlrt_todo 200``."""
+        head = path.split("?")[0]
+        if "/_view/" in head:
+            what = "view " + head.rsplit("/", 1)[-1]
+        elif "/_update/" in head:
+            what = "update " + head.split("/_update/", 1)[1].split("/")[0]
+        elif head.startswith("_"):
+            what = head.split("/")[0]
+        else:
+            what = "doc" if head else "db"
+        return f"{method} {what} {status}"
 
     def close(self) -> None:
-        self.session.close()
+        self.http.close()
 
     # --- HTTP ------------------------------------------------------------------------------
 
     def _request(
         self, method: str, path: str = "", *, ok: Sequence[int] = (200, 201), **kwargs: Any
-    ) -> requests.Response:
+    ) -> Answer:
         """One request with bounded retries; statuses outside ``ok`` and 409 raise."""
         url = f"{self.db_url}/{path}" if path else self.db_url
         kwargs.setdefault("timeout", self.timeout)
         self._local.retried = False
 
-        def once() -> requests.Response:
-            response = self.session.request(method, url, **kwargs)
+        def once() -> Answer:
+            response = self.http.request(method, url, **kwargs)
             if response.status_code >= 500:
                 raise _ServerError(f"HTTP {response.status_code}")
             return response
@@ -165,6 +168,7 @@ class CouchDBPool(TokenPool):
             on_retry=retried,
             outage=self.outage,
         )
+        self.sent[self._kind(method, path, response.status_code)] += 1
         if response.status_code in ok or response.status_code == 409:
             return response
         if response.status_code == 401:
@@ -192,7 +196,7 @@ class CouchDBPool(TokenPool):
             f"{path.split('?')[0] or '/'}: {response.text[:200]}"
         )
 
-    def _not_couchdb(self, response: requests.Response) -> PoolError:
+    def _not_couchdb(self, response: Answer) -> PoolError:
         kind = response.headers.get("Content-Type", "no content type").split(";")[0]
         return PoolError(
             f"{self.url}: not a CouchDB server (it answered HTTP {response.status_code} with "
@@ -333,14 +337,15 @@ class CouchDBPool(TokenPool):
         read_at, ids = self._pending.get(step, (0.0, []))
         if ids and time.monotonic() - read_at < CANDIDATES_TTL:
             return ids
-        window = CLAIM_WINDOW + len(self.malformed.reasons)
+        contended = time.monotonic() < self._contended_until
+        window = (CONTENDED_WINDOW if contended else CLAIM_WINDOW) + len(self.malformed.reasons)
         if step is None:
             rows = self._view("gridlrt_todo_any", limit=window)
         else:
             rows = self._view("gridlrt_todo", startkey=[step], endkey=[step, {}], limit=window)
         rows = [r for r in rows if r["id"] not in self.malformed.reasons]
         ids = [r["id"] for r in self._claim_order(rows)] if rows else []
-        if time.monotonic() < self._contended_until:
+        if contended:
             random.shuffle(ids)  # recently lost races: do not all start at the head
         self._pending[step] = (time.monotonic(), ids)
         return ids

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import requests
 
 from gridlrt.tokens import PilotInfo, new_token
 from gridlrt.tokens.couchdb import CouchDBPool
@@ -20,18 +18,20 @@ ANN = PilotInfo(pilot="pilot-ann", host="wn1")
 
 
 class Counted:
-    """A pool's requests by method and answer status."""
+    """A pool's requests by method and answer status, from now on."""
 
     def __init__(self, pool: CouchDBPool) -> None:
-        self.seen: Counter[str] = Counter()
-        original = pool.session.request
+        self.pool = pool
+        self.before = Counter(pool.sent)
 
-        def request(method: str, url: str, **kwargs: Any) -> requests.Response:
-            response = original(method, url, **kwargs)
-            self.seen[f"{method} {response.status_code}"] += 1
-            return response
-
-        pool.session.request = request  # type: ignore[method-assign]
+    @property
+    def seen(self) -> Counter[str]:
+        """``"PUT 201"``: how many such requests since this was made."""
+        counted: Counter[str] = Counter()
+        for kind, n in (self.pool.sent - self.before).items():
+            method, *_what, status = kind.split()
+            counted[f"{method} {status}"] += n
+        return counted
 
 
 @pytest.fixture

@@ -1,11 +1,14 @@
 """The CouchDB pool's HTTP session reads the environment once (proxies and ``no_proxy``, a CA
-bundle, .netrc) instead of on every request, and still honours all of it."""
+bundle, .netrc) instead of on every request, and still honours all of it: the session's
+settings, and the direct urllib3 path the pool sends through (``CouchDBPool.http``)."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 from gridlrt.tokens.couchdb import CouchDBPool
 
@@ -23,15 +26,18 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_a_proxy_in_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://squid.example.org:3128")
-    session = CouchDBPool(URL).session
-    assert session.proxies["https"] == "http://squid.example.org:3128"
-    assert session.trust_env is False  # read once, not per request
+    pool = CouchDBPool(URL)
+    assert pool.session.proxies["https"] == "http://squid.example.org:3128"
+    assert pool.session.trust_env is False  # read once, not per request
+    assert pool.http.direct is None  # through the proxy: requests sends
 
 
 def test_no_proxy_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://squid.example.org:3128")
     monkeypatch.setenv("NO_PROXY", ".example.org")
-    assert "https" not in CouchDBPool(URL).session.proxies
+    pool = CouchDBPool(URL)
+    assert "https" not in pool.session.proxies
+    assert pool.http.direct is not None
 
 
 def test_a_ca_bundle_in_the_environment_is_used(
@@ -40,9 +46,16 @@ def test_a_ca_bundle_in_the_environment_is_used(
     bundle = tmp_path / "grid-ca.pem"
     bundle.write_text("")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
-    assert CouchDBPool(URL).session.verify == str(bundle)
+    pool = CouchDBPool(URL)
+    assert pool.session.verify == str(bundle)
+    assert pool.http.direct is not None
+    assert pool.http.direct.connection_pool_kw["ca_certs"] == str(bundle)
+    assert pool.http.direct.connection_pool_kw["cert_reqs"] == "CERT_REQUIRED"
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")
-    assert CouchDBPool(URL).session.verify is True
+    pool = CouchDBPool(URL)
+    assert pool.session.verify is True
+    assert pool.http.direct is not None
+    assert pool.http.direct.connection_pool_kw["ca_certs"] == DEFAULT_CA_BUNDLE_PATH
 
 
 def test_netrc_credentials_are_used_unless_given(
@@ -52,5 +65,13 @@ def test_netrc_credentials_are_used_unless_given(
     netrc.write_text("machine couch.example.org login lofar password from-netrc\n")
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
-    assert CouchDBPool(URL).session.auth == ("lofar", "from-netrc")
-    assert CouchDBPool(URL, auth=("me", "given")).session.auth == ("me", "given")
+    pool = CouchDBPool(URL)
+    assert pool.session.auth == ("lofar", "from-netrc")
+    assert pool.http.headers["authorization"] == basic("lofar", "from-netrc")
+    given = CouchDBPool(URL, auth=("me", "given"))
+    assert given.session.auth == ("me", "given")
+    assert given.http.headers["authorization"] == basic("me", "given")
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
