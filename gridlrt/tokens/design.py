@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from gridlrt.tokens.model import Token
 
 DESIGN_ID = "_design/Monitor"
-DESIGN_VERSION = 5
+DESIGN_VERSION = 6
 
 _PICAS_VIEW = """function(doc) {
    if(doc.type == "token") {
@@ -61,8 +61,12 @@ _PICAS_OVERVIEW = """function(doc) {
 # classify it as "malformed" instead, and the SQLite pool runs the same check in SQL. The check
 # is derived from the Token model (a shallow mirror of pydantic's lax rules: a field may be
 # missing, else it must be of one of these JSON kinds; list items that are models are checked
-# one level deep). pydantic stays the judge: the pools parse what the check flags, and a
-# document the check lets through but pydantic refuses is still skipped and reported when read.
+# one level deep). In the views the check is ``bad()``, run at most once a document and only
+# after a view's own cheaper test (is it todo, unsettled, in a pipeline): indexing a document a
+# view does not concern then skips it, about half of pouchdb-server's cost of indexing a written
+# document in the claim view (bench/RESULTS.md, issue 18). pydantic stays the judge: the pools
+# parse what the check flags, and a document the check lets through but pydantic refuses is
+# still skipped and reported when read.
 
 Shape = dict[str, tuple[tuple[str, ...], bool, "Shape | None"]]  # field: (kinds, required, items)
 
@@ -143,7 +147,11 @@ _SHAPE_JS = """
     }
     return '';
   }
-  var bad = misfit(doc, SHAPE);
+  var misfitMemo = null;
+  function bad() {
+    if (misfitMemo === null) { misfitMemo = misfit(doc, SHAPE); }
+    return misfitMemo;
+  }
 """
 
 
@@ -284,43 +292,46 @@ GRIDLRT_VIEWS: dict[str, dict[str, str]] = {
     # claim order within a step: priority (high first), then age, then id
     "gridlrt_todo": {
         "map": _gridlrt_view(
-            "  if (!bad && s == 'todo') {\n"
+            "  if (s == 'todo' && !bad()) {\n"
             "    emit([step, -Number(doc.priority || 0), Number(doc.created || 0)], null);\n  }"
         )
     },
     "gridlrt_todo_any": {
         "map": _gridlrt_view(
-            "  if (!bad && s == 'todo') {\n"
+            "  if (s == 'todo' && !bad()) {\n"
             "    emit([-Number(doc.priority || 0), Number(doc.created || 0)], null);\n  }"
         )
     },
     # listing by status (and step); reduce with group_level=2 gives the overview. A malformed
     # document is listed under status "malformed", with the reason as its value.
     "gridlrt_status": {
-        "map": _gridlrt_view("  emit([bad ? 'malformed' : s, step, doc._id], bad || null);"),
+        "map": _gridlrt_view(
+            "  var b = bad();\n  emit([b ? 'malformed' : s, step, doc._id], b || null);"
+        ),
         "reduce": "_count",
     },
     # active tokens by last sign of life, for recovering lost pilots; a malformed document
     # that looks active comes first (key 0), so that recover reports it
     "gridlrt_heartbeat": {
         "map": _gridlrt_view(
-            "  if (active.indexOf(s) >= 0 || (bad && active.indexOf(doc.status) >= 0)) {\n"
-            "    emit(bad ? 0 : Math.max(Number(doc.heartbeat || 0), lock), null);\n  }"
+            "  var on = active.indexOf(s) >= 0;\n"
+            "  if ((on || active.indexOf(doc.status) >= 0) && (on || bad())) {\n"
+            "    emit(bad() ? 0 : Math.max(Number(doc.heartbeat || 0), lock), null);\n  }"
         )
     },
     # tokens whose children were not yet told that they finished, or were blocked or
     # unblocked (a pilot died in between): usually none
     "gridlrt_unsettled": {
         "map": _gridlrt_view(
-            "  if (!bad && doc.settled === false\n"
-            "      && Array.isArray(doc.children) && doc.children.length) {\n"
+            "  if (doc.settled === false && Array.isArray(doc.children)\n"
+            "      && doc.children.length && !bad()) {\n"
             "    emit(doc._id, null);\n  }"
         )
     },
     # pipeline progress: reduce with group_level=3 gives counts per pipeline, stage and status
     "gridlrt_stages": {
         "map": _gridlrt_view(
-            "  if (!bad && typeof doc.pipeline == 'string' && typeof doc.stage == 'string') {\n"
+            "  if (typeof doc.pipeline == 'string' && typeof doc.stage == 'string' && !bad()) {\n"
             "    emit([doc.pipeline, doc.stage, s], null);\n  }"
         ),
         "reduce": "_count",
