@@ -2,33 +2,107 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import traceback
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
+import typer.core
+import typer.main
 from pydantic import ValidationError
 from rich.markup import escape
 
 from gridlrt import __version__
 from gridlrt.cli.common import err_console
-from gridlrt.cli.dashboard import dashboard_command
-from gridlrt.cli.data import data_app
-from gridlrt.cli.demo import demo_command
-from gridlrt.cli.doctor import doctor_command
 from gridlrt.cli.helpfmt import use_plain_metavars
-from gridlrt.cli.ms import ms_app
-from gridlrt.cli.pipeline import pipeline_app
-from gridlrt.cli.sandbox import sandbox_app
-from gridlrt.cli.stage import stage_app
-from gridlrt.cli.status import status_command
-from gridlrt.cli.storage import storage_app
-from gridlrt.cli.submit import jobs_app, submit_command
-from gridlrt.cli.tokens import pool_app, tokens_app
-from gridlrt.cli.worker import worker_app
 from gridlrt.errors import ExitCode, GridlrtError
+
+#: Every sub-command, in the order ``gridlrt --help`` lists them: name -> (module, the typer
+#: command function or sub-app in it). A command's module is imported when the command line
+#: names it (or help lists it), not at start-up: ``gridlrt worker run`` on a worker node, and
+#: every ``gridlrt tokens ...`` or ``jobs status`` call, loads neither the dashboard, the
+#: doctor, pipelines, datasets nor the submit backends (a third of the start-up time).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "doctor": ("gridlrt.cli.doctor", "doctor_command"),
+    "demo": ("gridlrt.cli.demo", "demo_command"),
+    "submit": ("gridlrt.cli.submit", "submit_command"),
+    "status": ("gridlrt.cli.status", "status_command"),
+    "dashboard": ("gridlrt.cli.dashboard", "dashboard_command"),
+    "pool": ("gridlrt.cli.tokens", "pool_app"),
+    "tokens": ("gridlrt.cli.tokens", "tokens_app"),
+    "pipeline": ("gridlrt.cli.pipeline", "pipeline_app"),
+    "stage": ("gridlrt.cli.stage", "stage_app"),
+    "ms": ("gridlrt.cli.ms", "ms_app"),
+    "worker": ("gridlrt.cli.worker", "worker_app"),
+    "sandbox": ("gridlrt.cli.sandbox", "sandbox_app"),
+    "storage": ("gridlrt.cli.storage", "storage_app"),
+    "data": ("gridlrt.cli.data", "data_app"),
+    "jobs": ("gridlrt.cli.submit", "jobs_app"),
+}
+#: the root app's settings, which its sub-commands are built with
+_SETTINGS: dict[str, Any] = {"pretty_exceptions_show_locals": False, "rich_markup_mode": "markdown"}
+
+
+def load_command(name: str) -> typer.core.TyperCommand | typer.core.TyperGroup:
+    """The click command ``name`` of :data:`COMMANDS`, built as if it had been added to the
+    root app (``app.command(name)`` for a function, ``app.add_typer(sub, name=name)``)."""
+    module, attribute = COMMANDS[name]
+    found = getattr(importlib.import_module(module), attribute)
+    holder = typer.Typer(**_SETTINGS)
+    holder.callback()(lambda: None)  # a group even around a single command
+    if isinstance(found, typer.Typer):
+        holder.add_typer(found, name=name)
+    else:
+        holder.command(name)(found)
+    group = typer.main.get_command(holder)
+    assert isinstance(group, typer.core.TyperGroup)
+    command = group.commands[name]
+    assert isinstance(command, typer.core.TyperCommand | typer.core.TyperGroup)
+    return command
+
+
+class LazyCommands(MutableMapping[str, Any]):
+    """The root group's commands: every name of :data:`COMMANDS` (and any command added
+    later), each built by :func:`load_command` the first time it is looked up."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            if name not in COMMANDS:
+                raise KeyError(name)
+            self._built[name] = load_command(name)
+        return self._built[name]
+
+    def __contains__(self, name: object) -> bool:  # without building it
+        return name in COMMANDS or name in self._built
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*COMMANDS, *(n for n in self._built if n not in COMMANDS)])
+
+    def __len__(self) -> int:
+        return len(COMMANDS) + sum(1 for n in self._built if n not in COMMANDS)
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        raise TypeError("the gridlrt commands are fixed")
+
+
+class LazyGroup(typer.core.TyperGroup):
+    """The root group: lists (and suggests, on a typo) every command, builds one when used."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        added, self.commands = self.commands, LazyCommands()
+        self.commands.update(added)
+
 
 app = typer.Typer(
     name="gridlrt",
@@ -36,8 +110,8 @@ app = typer.Typer(
     "sandbox, run pilots (local, Slurm, DIRAC), and watch them work.\n\n"
     "Start with `gridlrt doctor` to see what this node has.",
     no_args_is_help=True,
-    pretty_exceptions_show_locals=False,  # locals may hold secrets
-    rich_markup_mode="markdown",
+    cls=LazyGroup,
+    **_SETTINGS,  # no locals in tracebacks: they may hold secrets
 )
 
 
@@ -67,23 +141,6 @@ def root(
 ) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-
-
-app.command("doctor")(doctor_command)
-app.command("demo")(demo_command)
-app.add_typer(pool_app, name="pool")
-app.add_typer(tokens_app, name="tokens")
-app.add_typer(pipeline_app, name="pipeline")
-app.add_typer(stage_app, name="stage")
-app.add_typer(ms_app, name="ms")
-app.add_typer(worker_app, name="worker")
-app.add_typer(sandbox_app, name="sandbox")
-app.add_typer(storage_app, name="storage")
-app.add_typer(data_app, name="data")
-app.command("submit")(submit_command)
-app.add_typer(jobs_app, name="jobs")
-app.command("status")(status_command)
-app.command("dashboard")(dashboard_command)
 
 
 def _error(message: str, code: int) -> NoReturn:

@@ -27,11 +27,13 @@ def python(code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def imported_after(modules: list[str]) -> set[str]:
-    """The gridlrt modules a fresh interpreter holds after importing ``modules``."""
+def imported_after(modules: list[str], command: str = "") -> set[str]:
+    """The gridlrt modules a fresh interpreter holds after importing ``modules`` (and building
+    the CLI's ``command``, as running it or its help does)."""
     code = (
         "import importlib, json, sys\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"
+        f"if {command!r}: sys.modules['gridlrt.cli.app'].load_command({command!r})\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.startswith('gridlrt'))))\n"
     )
     run = python(code)
@@ -48,9 +50,21 @@ def test_the_worker_imports_neither_the_demo_nor_the_doctor() -> None:
 
 
 def test_the_cli_a_pilot_runs_does_not_import_the_demo() -> None:
-    loaded = imported_after(["gridlrt.cli.app", "gridlrt.__main__"])
+    loaded = imported_after(["gridlrt.cli.app", "gridlrt.__main__"], command="demo")
     assert "gridlrt.cli.demo" in loaded  # the command is there; its room is not loaded
     assert not {m for m in loaded if m == "gridlrt.demo" or m.startswith("gridlrt.demo.")}
+
+
+def test_the_cli_loads_only_the_command_it_runs() -> None:
+    """Each command's module is imported when the command line names it: a pilot's ``gridlrt
+    worker run`` (and every ``gridlrt tokens ...`` a script calls) starts without the others."""
+    loaded = imported_after(["gridlrt.cli.app", "gridlrt.__main__"])
+    assert {m for m in loaded if m.startswith("gridlrt.cli.")} == {
+        "gridlrt.cli.app", "gridlrt.cli.common", "gridlrt.cli.helpfmt"
+    }  # fmt: skip
+    worker = imported_after(["gridlrt.cli.app"], command="worker")
+    for room in ("gridlrt.dashboard", "gridlrt.doctor", "gridlrt.pipelines", "gridlrt.submit"):
+        assert not {m for m in worker if m == room or m.startswith(room + ".")}, room
 
 
 def test_without_the_demo_the_worker_cli_runs_and_demo_says_why() -> None:
