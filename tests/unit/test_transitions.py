@@ -52,11 +52,30 @@ def test_only_the_holder_may_beat_change_finish_or_fail() -> None:
 
 
 def test_transitions_never_change_their_input() -> None:
-    token = claimed()
+    # a token with history: a failed attempt (an error entry), then a running one
+    failed = tr.fail(claimed(), ANN.pilot, T0 + 1, message="x", retry=True)
+    token = tr.set_status(tr.claim(failed, BOB, T0 + 2), BOB.pilot, TokenStatus.RUNNING, T0 + 3,
+                          {"step": "dp3"})  # fmt: skip
     before = token.model_dump()
-    tr.heartbeat(token, ANN.pilot, T0 + 5, {"load": 1.0})
-    tr.finish(token, ANN.pilot, T0 + 9, output=["x"])
-    assert token.model_dump() == before
+    todo = tr.release(token, BOB.pilot, T0 + 4)
+    todo_before = todo.model_dump()
+    for act in (
+        lambda: tr.heartbeat(token, BOB.pilot, T0 + 5, {"load": 1.0}),
+        lambda: tr.set_status(token, BOB.pilot, TokenStatus.UPLOADING, T0 + 5, {"up": 1}),
+        lambda: tr.finish(token, BOB.pilot, T0 + 9, output=["x"], timings={"run": 1.0}),
+        lambda: tr.fail(token, BOB.pilot, T0 + 9, message="y"),
+        lambda: tr.fail(token, BOB.pilot, T0 + 9, message="y", retry=True),
+        lambda: tr.release(token, BOB.pilot, T0 + 9),
+        lambda: tr.recover(token, T0 + 9, max_scrubs=1, stale_after=60),
+        lambda: tr.recover(token, T0 + 9, max_scrubs=5, stale_after=60),
+        lambda: tr.reset(token, T0 + 9),
+        lambda: tr.to_waiting(token, "parent failed"),
+    ):
+        changed = act()
+        assert changed is not token and changed.model_dump() != before
+        assert token.model_dump() == before
+    tr.claim(todo, ANN, T0 + 9)
+    assert todo.model_dump() == todo_before
 
 
 def test_finish_and_fail_close_the_attempt() -> None:
