@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from gridlrt.tokens import PilotInfo, new_token
+from gridlrt.tokens import PilotInfo, TokenStatus, new_token
+from gridlrt.tokens import couchdb as couchdb_module
 from gridlrt.tokens.couchdb import CouchDBPool
 from tests.services.couchdb import CouchDB
 
 ANN = PilotInfo(pilot="pilot-ann", host="wn1")
+BOB = PilotInfo(pilot="pilot-bob", host="wn2")
 
 
 class Counted:
@@ -86,3 +89,76 @@ def test_a_write_by_somebody_else_in_between_costs_a_retry_not_the_attachment(
         assert fresh.get("t1").status.value == "done"
     finally:
         fresh.close()
+
+
+# --- contended claims: the ring and the claim view read from the last head -----------------
+
+
+def lose_a_race(couchdb: CouchDB, name: str, n: int) -> tuple[CouchDBPool, CouchDBPool]:
+    """Pools ``mine`` and ``other`` on ``n`` todo tokens; ``mine`` has lost a race (its next
+    candidate was taken by ``other``), so it claims the contended way from now on."""
+    url = couchdb.new_database(name)
+    mine, other = CouchDBPool(url), CouchDBPool(url)
+    mine.init()
+    mine.create([new_token(f"t{i:02d}", inputs="x") for i in range(n)])
+    first = mine.claim(ANN)  # alone: the head, and the rest of the read is kept
+    assert first is not None and first.id == "t00"
+    assert other.claim(BOB) is not None  # takes t01, the next on mine's list
+    assert mine.claim(ANN) is not None  # tries t01: taken, so it goes elsewhere
+    assert mine._contended_until > 0
+    return mine, other
+
+
+def test_a_contended_claimer_reads_the_claim_view_from_its_last_head(couchdb: CouchDB) -> None:
+    mine, other = lose_a_race(couchdb, "heads", 30)
+    reads: list[dict[str, Any]] = []
+    view = mine._view
+
+    def spy(name: str, **params: Any) -> list[dict[str, Any]]:
+        reads.append({"view": name, **params})
+        return view(name, **params)
+
+    mine._view = spy  # type: ignore[method-assign]
+    mine._pending.clear()  # the kept rest of the last read is used up
+    assert mine.claim(ANN) is not None
+    (read,) = [r for r in reads if r["view"] == "gridlrt_todo_any"]
+    head = read["startkey"]  # the head of its first read: t00's key (JSON may round the float)
+    assert head[0] == 0 and head[1] == pytest.approx(mine.get("t00").created, abs=1e-3)
+    mine.close()
+    other.close()
+
+
+def test_a_token_before_the_head_is_claimed_all_the_same(couchdb: CouchDB) -> None:
+    mine, other = lose_a_race(couchdb, "urgent", 12)
+    other.create([new_token("urgent", inputs="x", priority=5)])  # sorts before every head
+    taken = []
+    while (token := mine.claim(ANN)) is not None:
+        taken.append(token.id)
+        mine.finish(token.id, ANN.pilot)
+    assert "urgent" in taken  # at the latest when a read from the head finds nothing
+    assert other.overview().total(TokenStatus.TODO) == 0
+    mine.close()
+    other.close()
+
+
+def test_a_full_read_at_least_every_full_read_every(
+    couchdb: CouchDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine, other = lose_a_race(couchdb, "full", 12)
+    monkeypatch.setattr(couchdb_module, "FULL_READ_EVERY", 0.0)
+    other.create([new_token("urgent", inputs="x", priority=5)])
+    mine._pending.clear()
+    token = mine.claim(ANN)
+    assert token is not None and token.id == "urgent"
+    mine.close()
+    other.close()
+
+
+def test_contended_candidates_are_a_rotation_of_one_ring() -> None:
+    ids = [f"SB{i:03d}" for i in range(50)]
+    ring = sorted(ids, key=couchdb_module._ring)
+    for _ in range(20):
+        walked = couchdb_module._elsewhere(ring)
+        start = ring.index(walked[0])
+        assert walked == ring[start:] + ring[:start]
+    assert couchdb_module._elsewhere([]) == []
