@@ -69,7 +69,7 @@ PAYLOAD = (
 )
 STEP = (
     'name = "chaos"\nkind = "command"\nmax_attempts = 3\n'
-    f"command = [\"sh\", \"-c\", {json.dumps(PAYLOAD)}]\n"
+    f'command = ["sh", "-c", {json.dumps(PAYLOAD)}]\n'
     '[inputs]\nkind = "none"\n[outputs]\nkeep = ["out.txt", "big.bin"]\n'
     'url = "{root}/{token_id}/{name}"\n'
 )
@@ -361,14 +361,14 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
     recover_paused_until = [0.0]
     pool_down = threading.Event()
 
-    def start_pilot() -> None:
+    def start_pilot(idle: str = "3s") -> None:
         name = f"chaos-pilot-{report.pilots_started}"
         report.pilots_started += 1
         with (logs / f"{name}.log").open("wb") as out:
             running[name] = subprocess.Popen(
                 [
                     GRIDLRT, "worker", "run", "--pool", target.url, "--steps-dir", str(steps),
-                    "--heartbeat", f"{config.heartbeat}s", "--idle-timeout", "3s",
+                    "--heartbeat", f"{config.heartbeat}s", "--idle-timeout", idle,
                     "--pool-patience", "10m", "--workdir", str(scratch),
                     "--output-root", results.as_uri(),
                     # a pipeline's idle pilots wait for promotions: look often
@@ -510,9 +510,11 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
         stop_aiming.set()
         if aimer.is_alive():
             aimer.join(60)
-        # one last pilot: it finds nothing to do, and cleans what killed pilots left here
+        # one last pilot: it cleans what killed pilots left here as it starts and finds nothing
+        # to do; once every token is finished nothing can appear, so it need not wait for work
+        finished = not todo_left()
         with procs:
-            start_pilot()
+            start_pilot(idle="0s" if finished else "3s")
         for proc in running.values():
             proc.wait(120)
     finally:
