@@ -80,8 +80,11 @@ class Http:
                     "ca_certs": verify if isinstance(verify, str) else DEFAULT_CA_BUNDLE_PATH,
                 }
             self.direct = urllib3.PoolManager(
-                num_pools=4, maxsize=POOL_CONNECTIONS, retries=False, **tls
+                num_pools=1, maxsize=POOL_CONNECTIONS, retries=False, **tls
             )
+            self.server = self.direct.connection_from_url(url)  # every request goes here
+            parts = urlsplit(url)
+            self.origin = f"{parts.scheme}://{parts.netloc}"
         self.headers = {"Accept": "application/json"}
         if isinstance(self.session.auth, tuple):
             user, password = self.session.auth
@@ -107,9 +110,13 @@ class Http:
             sent["Content-Type"] = "application/json"
         if headers:
             sent.update(headers)
-        target = f"{url}?{urlencode(params)}" if params else url
+        if not url.startswith(self.origin):  # not this pool's server: let requests go there
+            return self._by_session(method, url, timeout, params, json, data, headers)
+        target = url[len(self.origin) :] or "/"
+        if params:
+            target = f"{target}?{urlencode(params)}"
         try:
-            got = self.direct.request(
+            got = self.server.urlopen(
                 method,
                 target,
                 body=body,
