@@ -68,6 +68,7 @@ def test_davs_verifies_the_certificate(
     empty.mkdir()
     monkeypatch.setenv("X509_CERT_DIR", str(empty))
     monkeypatch.setenv("SSL_CERT_DIR", str(empty))
+    monkeypatch.delenv("SSL_CERT_FILE")  # the system bundle, without the fixture's certificate
     ctx = gfal2.creat_context()
     assert ctx.get_opt_boolean("HTTP PLUGIN", "INSECURE") is False
     with pytest.raises(gfal2.GError, match="certificate verification failed"):
