@@ -131,8 +131,9 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-@pytest.fixture
-def browser() -> Iterator[object]:
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[object]:
+    """One headless Chromium for the module's tests (each gets it clean: see ``browser``)."""
     chromium = shutil.which("chromium")
     driver_path = shutil.which("chromedriver")
     if chromium is None or driver_path is None:
@@ -155,6 +156,21 @@ def browser() -> Iterator[object]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def browser(chromium: object) -> object:
+    """The module's Chromium on a blank page, without the cookies and cache of an earlier test
+    (every dashboard is on 127.0.0.1, and cookies carry across ports). The dashboard's pages
+    keep nothing else in the browser (no local or session storage)."""
+    from selenium.webdriver.chrome.webdriver import WebDriver
+
+    assert isinstance(chromium, WebDriver)
+    chromium.get("about:blank")
+    chromium.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    chromium.execute_cdp_cmd("Network.clearBrowserCache", {})
+    assert chromium.execute_cdp_cmd("Network.getAllCookies", {})["cookies"] == []
+    return chromium
 
 
 def start_run(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
