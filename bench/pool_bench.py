@@ -457,7 +457,7 @@ def warm_claim_view(backend: str, where: str) -> None:
     if backend == "couchdb":
         from gridlrt.tokens.couchdb import VIEW
 
-        requests.get(f"{where}/{VIEW}/gridlrt_todo_any", params={"limit": 1}, timeout=3600)
+        requests.get(f"{where}/{VIEW}/gridlrt_next", params={"limit": 1}, timeout=3600)
 
 
 def timed_calls(call: Callable[[], object], warm_calls: int = 5) -> tuple[float, float]:

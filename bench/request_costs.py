@@ -6,10 +6,10 @@ server process spends (``/proc/PID/stat``, all its threads) on blocks of identic
 each block ``--repeat`` times (median reported; view reads in blocks of ``--reads``):
 
 * gridlrt: GET of a claimed token, PUT of it (as a heartbeat writes it), a PUT with a stale
-  revision (409), an attachment PUT (a 4 KiB log tail), the ``gridlrt_unsettled`` view, the
+  revision (409), an attachment PUT (a 4 KiB log tail), the unsettled rows of ``gridlrt_next``, the
   status counts an idle pilot reads (``gridlrt_status``, ``group_level=1``), a one-key
   ``POST _all_docs`` and a one-document ``POST _bulk_docs`` (a finished token's catalogue
-  record), and the claim view (``gridlrt_todo_any``, ``limit=64``, ids only);
+  record), and the claim view (the todo rows of ``gridlrt_next``, ``limit=64``, ids only);
 * PiCaS: its ``todo`` view (``limit=100``), GET and PUT of a PiCaS token;
 * view indexing: pouchdb-server brings a view's index up to date when the view is read, so a
   written document costs each view that is read afterwards once. Per view: (a read after
@@ -165,8 +165,8 @@ def measure(server_url: str, pid: int, args: argparse.Namespace) -> dict[str, fl
     pool.create(make_tokens(args.tokens, "cost-"))
     say(f"  {args.tokens:,} gridlrt tokens created; building views ...")
     started = time.perf_counter()
-    claim_view = db.view("gridlrt_todo_any", limit=64)
-    unsettled_view = db.view("gridlrt_unsettled")
+    claim_view = db.view("gridlrt_next", startkey=[0], endkey=[0, {}], limit=64)
+    unsettled_view = db.view("gridlrt_next", startkey=[1], endkey=[1, {}])
     status_view = db.view("gridlrt_status", group_level=1)
     for read in (claim_view, unsettled_view, status_view):
         read()
@@ -276,14 +276,14 @@ def measure(server_url: str, pid: int, args: argparse.Namespace) -> dict[str, fl
     pool.close()
     running = {"lock": time.time(), "status": "running", "heartbeat": time.time()}
     costs["view_claim"], costs["view_skip"], series = skip_ms(
-        pid, db, claim_view, "gridlrt_todo_any", writes + n, running, reads, args.skip,
+        pid, db, claim_view, "gridlrt_next", writes + n, running, reads, args.skip,
         args.skip_steps,
     )  # fmt: skip
     say("  claim view (limit=64) by tokens taken: "
         + ", ".join(f"{t:,}: {ms:.1f} ms" for t, ms in series))  # fmt: skip
     costs["check_claim_view_clean"] = claim_clean
     # a read past every row (an empty claim view's price without tombstones to step over)
-    empty = db.view("gridlrt_todo_any", limit=64, startkey=[1])
+    empty = db.view("gridlrt_next", limit=64, startkey=[2])
     costs["view_claim_empty"] = per_request_ms(pid, lambda _i: empty(), reads, repeat)
 
     # --- PiCaS database ----------------------------------------------------------------------

@@ -211,7 +211,9 @@ class CouchDBPool(TokenPool):
                 )
             if path.startswith("_design/"):
                 raise PoolNotInitialised(
-                    f"{self.url} has no gridlrt views (not initialised); run `gridlrt pool init`"
+                    f"{self.url} lacks the gridlrt view {path.rsplit('/', 1)[-1].split('?')[0]} "
+                    "(not initialised, or by an older gridlrt); run `gridlrt pool init` "
+                    "(safe on a pool in use: it keeps every token)"
                 )
             raise TokenNotFound(f"not found in {self.url}: {path.split('?')[0]}")
         raise PoolError(
@@ -379,7 +381,7 @@ class CouchDBPool(TokenPool):
         todo before that key meanwhile (reset, promoted, more urgent) wait at most until the
         next full read. Which is also made when the shorter one finds nothing."""
         full_at, head = self._heads.get(step, (0.0, None))
-        first: list[Any] = [] if step is None else [step]
+        first: list[Any] = [0] if step is None else [step]  # gridlrt_next: [0, ...] are todo
         rows: list[dict[str, Any]] = []
         if contended and head is not None and time.monotonic() - full_at < FULL_READ_EVERY:
             rows = self._view(self._todo_view(step), startkey=head, endkey=[*first, {}],
@@ -396,7 +398,7 @@ class CouchDBPool(TokenPool):
 
     @staticmethod
     def _todo_view(step: str | None) -> str:
-        return "gridlrt_todo_any" if step is None else "gridlrt_todo"
+        return "gridlrt_next" if step is None else "gridlrt_todo"
 
     @staticmethod
     def _claim_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -502,7 +504,7 @@ class CouchDBPool(TokenPool):
         return counts
 
     def _unsettled_ids(self) -> list[str]:
-        return [r["id"] for r in self._view("gridlrt_unsettled")]
+        return [r["id"] for r in self._view("gridlrt_next", startkey=[1], endkey=[1, {}])]
 
     def stage_counts(self) -> dict[tuple[str, str], dict[str, int]]:
         if self._follower is not None:

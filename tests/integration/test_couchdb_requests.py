@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
+from gridlrt.errors import PoolNotInitialised
 from gridlrt.tokens import PilotInfo, TokenStatus, new_token
 from gridlrt.tokens import couchdb as couchdb_module
 from gridlrt.tokens.couchdb import CouchDBPool
@@ -121,9 +123,9 @@ def test_a_contended_claimer_reads_the_claim_view_from_its_last_head(couchdb: Co
     mine._view = spy  # type: ignore[method-assign]
     mine._pending.clear()  # the kept rest of the last read is used up
     assert mine.claim(ANN) is not None
-    (read,) = [r for r in reads if r["view"] == "gridlrt_todo_any"]
+    (read,) = [r for r in reads if r["view"] == "gridlrt_next" and r["startkey"][0] == 0]
     head = read["startkey"]  # the head of its first read: t00's key (JSON may round the float)
-    assert head[0] == 0 and head[1] == pytest.approx(mine.get("t00").created, abs=1e-3)
+    assert head[:2] == [0, 0] and head[2] == pytest.approx(mine.get("t00").created, abs=1e-3)
     mine.close()
     other.close()
 
@@ -162,3 +164,20 @@ def test_contended_candidates_are_a_rotation_of_one_ring() -> None:
         start = ring.index(walked[0])
         assert walked == ring[start:] + ring[:start]
     assert couchdb_module._elsewhere([]) == []
+
+
+def test_a_pool_with_older_views_says_to_run_pool_init(couchdb: CouchDB) -> None:
+    url = couchdb.new_database("older")
+    pool = CouchDBPool(url)
+    pool.init()
+    pool.create([new_token("t1", inputs="x")])
+    design = requests.get(f"{url}/_design/Monitor", timeout=10).json()
+    del design["views"]["gridlrt_next"]  # as gridlrt's design version 6 had it
+    design["gridlrt_version"] = 6
+    assert requests.put(f"{url}/_design/Monitor", json=design, timeout=10).status_code == 201
+    with pytest.raises(PoolNotInitialised, match=r"gridlrt_next .*run `gridlrt pool init`"):
+        pool.claim(ANN)
+    pool.init()  # upgrades the design in place
+    token = pool.claim(ANN)
+    assert token is not None and token.id == "t1"
+    pool.close()
