@@ -1,11 +1,13 @@
-"""The CouchDB pool's HTTP (gridlrt.tokens.http) against a small local server: requests go
-through urllib3 with the session's credentials; a server that redirects is left to requests,
-which follows; a refused connection is requests' ConnectionError, as before."""
+"""The CouchDB pool's HTTP (gridlrt.tokens.http) against a small local keep-alive server:
+requests go through http.client with the session's credentials, one connection kept; one the
+server closed while idle is replaced before it is used; a server that redirects is left to
+requests, which follows; a refused connection is requests' ConnectionError, as before."""
 
 from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,9 +19,13 @@ from gridlrt.tokens.http import Http
 
 
 class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as CouchDB and pouchdb-server
     seen: list[tuple[str, str, str]] = []  # method, path, authorization
+    sockets: list[socket.socket] = []  # the server's ends of the connections
 
     def _answer(self) -> None:
+        if self.connection not in self.sockets:
+            self.sockets.append(self.connection)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         self.seen.append((self.command, self.path, self.headers.get("Authorization", "")))
@@ -44,7 +50,7 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    Handler.seen = []
+    Handler.seen, Handler.sockets = [], []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -62,6 +68,17 @@ def test_requests_go_direct_with_the_credentials_and_parameters(server: str) -> 
     method, path, authorization = Handler.seen[-1]
     assert (method, path) == ("PUT", "/db/doc%2F1?rev=1-a")
     assert authorization == "Basic " + base64.b64encode(b"lofar:s3cret").decode()
+    http.close()
+
+
+def test_one_connection_is_kept_and_one_closed_by_the_server_is_replaced(server: str) -> None:
+    http = Http(f"{server}/db", None)
+    for _ in range(3):
+        assert http.request("GET", f"{server}/db/doc", timeout=5).ok
+    assert len(Handler.sockets) == 1  # kept alive
+    Handler.sockets[0].shutdown(socket.SHUT_RDWR)  # the server closes it while it is idle
+    assert http.request("GET", f"{server}/db/doc", timeout=5).json()["path"] == "/db/doc"
+    assert len(Handler.sockets) == 2
     http.close()
 
 

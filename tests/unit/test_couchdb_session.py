@@ -5,6 +5,7 @@ settings, and the direct urllib3 path the pool sends through (``CouchDBPool.http
 from __future__ import annotations
 
 import base64
+import ssl
 from pathlib import Path
 
 import pytest
@@ -49,13 +50,14 @@ def test_a_ca_bundle_in_the_environment_is_used(
     pool = CouchDBPool(URL)
     assert pool.session.verify == str(bundle)
     assert pool.http.direct is not None
-    assert pool.http.direct.connection_pool_kw["ca_certs"] == str(bundle)
-    assert pool.http.direct.connection_pool_kw["cert_reqs"] == "CERT_REQUIRED"
+    assert pool.http.direct.ca_certs == str(bundle)
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")
     pool = CouchDBPool(URL)
     assert pool.session.verify is True
     assert pool.http.direct is not None
-    assert pool.http.direct.connection_pool_kw["ca_certs"] == DEFAULT_CA_BUNDLE_PATH
+    assert pool.http.direct.ca_certs == DEFAULT_CA_BUNDLE_PATH
+    tls = pool.http.direct.tls()  # made from it at the first connection
+    assert tls.verify_mode is ssl.CERT_REQUIRED and tls.check_hostname
 
 
 def test_netrc_credentials_are_used_unless_given(
