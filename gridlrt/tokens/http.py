@@ -16,6 +16,7 @@ kind.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -27,7 +28,6 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import requests
-import urllib3
 from requests.structures import CaseInsensitiveDict
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
@@ -164,7 +164,8 @@ class Http:
         self.headers = {"Accept": "application/json"}
         if isinstance(self.session.auth, tuple):
             user, password = self.session.auth
-            self.headers.update(urllib3.make_headers(basic_auth=f"{user}:{password}"))
+            basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+            self.headers["Authorization"] = f"Basic {basic}"
 
     def request(
         self,

@@ -69,10 +69,10 @@ def test_netrc_credentials_are_used_unless_given(
     monkeypatch.setenv("NETRC", str(netrc))
     pool = CouchDBPool(URL)
     assert pool.session.auth == ("lofar", "from-netrc")
-    assert pool.http.headers["authorization"] == basic("lofar", "from-netrc")
+    assert pool.http.headers["Authorization"] == basic("lofar", "from-netrc")
     given = CouchDBPool(URL, auth=("me", "given"))
     assert given.session.auth == ("me", "given")
-    assert given.http.headers["authorization"] == basic("me", "given")
+    assert given.http.headers["Authorization"] == basic("me", "given")
 
 
 def basic(user: str, password: str) -> str:
