@@ -144,6 +144,10 @@ class Direct:
 def _dropped(sock: Any) -> bool:
     """Whether an idle keep-alive socket was closed by the server (it reads as ready: EOF)."""
     try:
+        if hasattr(select, "poll"):  # select() cannot take a descriptor past 1023
+            ready = select.poll()
+            ready.register(sock, select.POLLIN)
+            return bool(ready.poll(0))
         return bool(select.select([sock], [], [], 0)[0])
     except (OSError, ValueError):
         return True
