@@ -26,7 +26,7 @@ from gridlrt.tokens.model import (
 def _copy(token: Token) -> Token:
     """A copy the transitions may change: they replace fields, and change in place only the
     lists of attempts and errors (new lists here) and the current attempt (copied here). Not
-    a deep copy: that was a tenth of a pilot's CPU per claim (inputs, payload, history)."""
+    a deep copy: that was a sixth of a pilot's CPU per claim (inputs, payload, history)."""
     new = token.model_copy()
     new.attempts = list(token.attempts)
     if new.attempts:
