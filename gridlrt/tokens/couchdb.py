@@ -130,7 +130,6 @@ class CouchDBPool(TokenPool):
         self.outage = Outage(f"token pool {self.url}")
         self._local = threading.local()  # per thread: was the last request retried?
         self.http = Http(self.db_url, auth)
-        self.session = self.http.session  # the settings read from the environment
         self._known: dict[str, Token] = {}
         self._seen: dict[str, dict[str, Any]] = {}
         self._pending: dict[str | None, tuple[float, list[str]]] = {}

@@ -28,8 +28,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_a_proxy_in_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://squid.example.org:3128")
     pool = CouchDBPool(URL)
-    assert pool.session.proxies["https"] == "http://squid.example.org:3128"
-    assert pool.session.trust_env is False  # read once, not per request
+    assert pool.http.session.proxies["https"] == "http://squid.example.org:3128"
+    assert pool.http.session.trust_env is False  # read once, not per request
     assert pool.http.direct is None  # through the proxy: requests sends
 
 
@@ -37,7 +37,7 @@ def test_no_proxy_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://squid.example.org:3128")
     monkeypatch.setenv("NO_PROXY", ".example.org")
     pool = CouchDBPool(URL)
-    assert "https" not in pool.session.proxies
+    assert "https" not in pool.http.session.proxies
     assert pool.http.direct is not None
 
 
@@ -48,12 +48,12 @@ def test_a_ca_bundle_in_the_environment_is_used(
     bundle.write_text("")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
     pool = CouchDBPool(URL)
-    assert pool.session.verify == str(bundle)
+    assert pool.http.session.verify == str(bundle)
     assert pool.http.direct is not None
     assert pool.http.direct.ca_certs == str(bundle)
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")
     pool = CouchDBPool(URL)
-    assert pool.session.verify is True
+    assert pool.http.session.verify is True
     assert pool.http.direct is not None
     assert pool.http.direct.ca_certs == DEFAULT_CA_BUNDLE_PATH
     tls = pool.http.direct.tls()  # made from it at the first connection
@@ -68,10 +68,10 @@ def test_netrc_credentials_are_used_unless_given(
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
     pool = CouchDBPool(URL)
-    assert pool.session.auth == ("lofar", "from-netrc")
+    assert pool.http.session.auth == ("lofar", "from-netrc")
     assert pool.http.headers["Authorization"] == basic("lofar", "from-netrc")
     given = CouchDBPool(URL, auth=("me", "given"))
-    assert given.session.auth == ("me", "given")
+    assert given.http.session.auth == ("me", "given")
     assert given.http.headers["Authorization"] == basic("me", "given")
 
 
