@@ -45,6 +45,11 @@ def default_config_file() -> Path:
     return Path(env).expanduser() if env else config_dir() / "config.toml"
 
 
+def _replica_list(value: str) -> list[str]:
+    """The URLs in a ``pool_replicas`` value (comma- or space-separated)."""
+    return [part for part in value.replace(",", " ").split() if part]
+
+
 def _default_pool() -> str:
     return f"sqlite:///{data_dir() / 'pool.sqlite'}"
 
@@ -99,6 +104,12 @@ class Settings(BaseSettings):
     pool: str = Field(
         default_factory=_default_pool,
         description="Token pool URL: sqlite:///path (embedded) or http(s)://host:port/db (CouchDB)",
+    )
+    pool_replicas: str = Field(
+        default="",
+        description="Other copies of a CouchDB pool that replicate with it both ways (URLs, "
+        "comma-separated; same credentials): claims are then confirmed on every copy before "
+        "a result is published. Not needed for one CouchDB cluster URL",
     )
     pool_credentials: Path = Field(
         default_factory=lambda: config_dir() / "couchdb.cred",
@@ -163,6 +174,23 @@ class Settings(BaseSettings):
         if scheme in ("http", "https"):
             check_couchdb_url(strip_credentials(value))
         return value
+
+    @field_validator("pool_replicas")
+    @classmethod
+    def _check_replicas(cls, value: str) -> str:
+        for url in _replica_list(value):
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise ValueError(
+                    f"pool replica {redact_url(url)!r} must be a CouchDB database URL "
+                    "(http:// or https://), e.g. https://couch2.example.org:6984/lofar_tokens"
+                )
+            check_couchdb_url(strip_credentials(url))
+        return value
+
+    @property
+    def pool_replica_urls(self) -> list[str]:
+        """The other copies of the pool (see ``pool_replicas``), each without credentials."""
+        return [strip_credentials(url) for url in _replica_list(self.pool_replicas)]
 
     @property
     def pool_kind(self) -> str:

@@ -25,7 +25,7 @@ pytest_plugins = [
 #: service marker -> the fixtures that start it (a parametrised ``pool`` counts on its
 #: CouchDB side, see below)
 SERVICE_FIXTURES = {
-    "couchdb": {"couchdb", "couchdb_database", "secured_couchdb"},
+    "couchdb": {"couchdb", "couchdb_database", "secured_couchdb", "replicated_couchdb"},
     "webdav": {"webdav", "running_webdav"},
     "slurm": {"slurm"},
     "dp3": {"make_ms"},

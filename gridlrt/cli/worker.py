@@ -14,9 +14,12 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from gridlrt.cli.common import PoolOption, console, duration, err_console, settings
+from gridlrt.config import Settings
 from gridlrt.durations import format_duration
+from gridlrt.errors import InputError
 from gridlrt.storage import Storage
 from gridlrt.tokens import open_pool
 from gridlrt.worker.pilot import Pilot, PilotOptions, PilotSummary
@@ -114,6 +117,15 @@ def run(
             "Default: storage_root setting (GRIDLRT_STORAGE_ROOT).",
         ),
     ] = None,
+    pool_replicas: Annotated[
+        str | None,
+        typer.Option(
+            "--pool-replicas",
+            help="Other copies of the CouchDB pool that replicate with --pool (URLs, "
+            "comma-separated): each claim is confirmed on every copy before its results are "
+            "uploaded. Default: pool_replicas setting (GRIDLRT_POOL_REPLICAS).",
+        ),
+    ] = None,
     pool_patience: Annotated[
         str,
         typer.Option(
@@ -176,6 +188,7 @@ def run(
             options,
             output_root,
             duration(pool_patience, "--pool-patience", zero=True, example="15m"),
+            pool_replicas,
         )
         status["summary"] = summary.model_dump()
     if as_json:
@@ -185,6 +198,7 @@ def run(
     console.print(
         f"pilot {summary.pilot}: {summary.processed} token(s), {summary.done} done, "
         f"{summary.failed} failed, {summary.released} released"
+        + (f", {summary.lost} taken away" if summary.lost else "")
         + (f", {format_duration(mean)} per token" if summary.token_seconds else "")
         + f"; stopped: {summary.stop_reason}"
     )
@@ -238,8 +252,14 @@ def _pilot_run(
     options: PilotOptions,
     output_root: str | None,
     patience: float,
+    replicas: str | None = None,
 ) -> PilotSummary:
     chosen = settings(ctx, pool)
+    if replicas is not None:
+        try:
+            chosen = Settings.model_validate({**chosen.model_dump(), "pool_replicas": replicas})
+        except ValidationError as exc:
+            raise InputError(f"--pool-replicas: {exc.errors()[0]['msg']}") from None
     with open_pool(chosen, patience=patience) as opened:
         pilot = Pilot(
             opened,

@@ -126,6 +126,10 @@ class PilotRequest(BaseModel):
     )
     count: int = Field(ge=1, le=100_000)
     pool_url: str
+    pool_replicas: list[str] = Field(
+        default_factory=list,
+        description="the pool's other copies (no credentials), see the pool_replicas setting",
+    )
     run_dir: Path = Field(description="where scripts, JDL, logs and job ids of this submission go")
     resources: Resources = Field(default_factory=Resources)
     worker_args: list[str] = Field(
@@ -153,6 +157,11 @@ class PilotRequest(BaseModel):
     @classmethod
     def _name(cls, value: str | None) -> str | None:
         return None if value is None else safe_word(value, "step/pipeline/job name")
+
+    @field_validator("pool_replicas")
+    @classmethod
+    def _no_replica_secrets(cls, values: list[str]) -> list[str]:
+        return [cls._no_secrets(value) for value in values]
 
     @field_validator("pool_url")
     @classmethod

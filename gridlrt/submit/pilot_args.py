@@ -22,6 +22,7 @@ def worker_options(request: PilotRequest) -> list[str]:
     return [
         "--pool",
         request.pool_url,
+        *(["--pool-replicas", ",".join(request.pool_replicas)] if request.pool_replicas else []),
         *(["--step", request.step] if request.step is not None else []),
         "--max-time",
         f"{pilot_max_time(request.resources.walltime)}s",

@@ -291,6 +291,7 @@ def plan(
         pool_url=settings.pool
         if settings.pool_kind == "embedded"
         else strip_credentials(settings.pool),
+        pool_replicas=settings.pool_replica_urls if settings.pool_kind == "couchdb" else [],
         run_dir=run_dir,
         resources=resources,
         worker_args=worker_args,

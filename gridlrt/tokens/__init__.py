@@ -26,4 +26,9 @@ def open_pool(settings: Settings, *, patience: float = 0.0) -> TokenPool:
     from gridlrt.credentials import couchdb_auth
     from gridlrt.tokens.couchdb import CouchDBPool
 
-    return CouchDBPool(settings.pool, couchdb_auth(settings), patience=patience)
+    return CouchDBPool(
+        settings.pool,
+        couchdb_auth(settings),
+        patience=patience,
+        replicas=settings.pool_replica_urls,
+    )

@@ -38,6 +38,7 @@ import requests
 from gridlrt.config import redact_url, strip_credentials
 from gridlrt.errors import (
     CredentialsError,
+    LostClaim,
     PoolError,
     PoolNotInitialised,
     PoolUnavailable,
@@ -45,10 +46,10 @@ from gridlrt.errors import (
     TokenNotFound,
 )
 from gridlrt.retry import Backoff, Outage, retry
-from gridlrt.tokens import design, transitions
+from gridlrt.tokens import conflicts, design, transitions
 from gridlrt.tokens.follow import CountsFollower
 from gridlrt.tokens.http import Answer, Http
-from gridlrt.tokens.model import PilotInfo, Token, TokenStatus
+from gridlrt.tokens.model import ACTIVE, PilotInfo, Token, TokenStatus
 from gridlrt.tokens.pool import CreateResult, Overview, TokenPool, parse_token
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ KNOWN_REVISIONS = 1000  # tokens whose last written revision a pool remembers
 SEEN_DOCUMENTS = 5000  # parents' documents a pool keeps by revision (settling reads them often)
 CANDIDATES_TTL = 10.0  # seconds a claimer keeps trying the rest of one claim-view read
 FULL_READ_EVERY = 10.0  # seconds a contended claimer reads the claim view from its last head
+CONFIRM_TIMEOUT = 300.0  # seconds a claim may take to reach every replica before a pilot gives up
 VIEW = f"{design.DESIGN_ID}/_view"
 
 
@@ -119,9 +121,14 @@ class CouchDBPool(TokenPool):
         timeout: float = 60.0,
         retries: int = RETRIES,
         patience: float = 0.0,
+        replicas: Sequence[str] = (),
+        confirm_timeout: float = CONFIRM_TIMEOUT,
     ) -> None:
         """``retries`` tries of each request, and more while less than ``patience`` seconds
-        have passed since its first failure (pilots ride out outages; commands give up)."""
+        have passed since its first failure (pilots ride out outages; commands give up).
+        ``replicas``: the URLs of the other copies of this database that replicate with it
+        (both ways, continuously), when the pool is more than one server (see
+        :meth:`confirm`)."""
         super().__init__()
         self.db_url = strip_credentials(url).split("?")[0].rstrip("/")
         self.url = redact_url(self.db_url)
@@ -137,6 +144,14 @@ class CouchDBPool(TokenPool):
         self._heads: dict[str | None, tuple[float, Any]] = {}  # see _claim_rows
         self._follower: CountsFollower | None = None  # see follow()
         self.sent: Counter[str] = Counter()  # requests by kind and answer, for benches
+        self.replicas = [
+            CouchDBPool(r, auth, timeout=timeout, retries=retries, patience=patience)
+            for r in replicas
+        ]
+        self.confirm_timeout = confirm_timeout
+        self._copies: int | None = None  # copies of each document (a cluster's n), see clustered
+        self._confirmed: set[tuple[str, str]] = set()  # (token, attempt) claims confirmed
+        self.resolved = 0  # losing revisions this pool deleted
 
     @staticmethod
     def _kind(method: str, path: str, status: int) -> str:
@@ -152,6 +167,8 @@ class CouchDBPool(TokenPool):
 
     def close(self) -> None:
         self.http.close()
+        for replica in self.replicas:
+            replica.close()
 
     # --- HTTP ------------------------------------------------------------------------------
 
@@ -330,7 +347,7 @@ class CouchDBPool(TokenPool):
             candidates = self._candidates(step)
             if not candidates:
                 return None
-            conflicts = 0
+            missed = 0
             while candidates:
                 token_id = candidates.pop(0)
                 # The view said todo; only the document can say so for sure. Write back exactly
@@ -342,14 +359,19 @@ class CouchDBPool(TokenPool):
                     rev = self._put(new)
                     if rev is not None:
                         new.rev = rev
-                        return self._remember(new)
-                conflicts += 1
+                        self._remember(new)
+                        try:
+                            self._check(new)
+                            return new
+                        except LostClaim as exc:  # another replica's claim wins
+                            log.info("%s", exc)
+                missed += 1
                 self._contended_until = time.monotonic() + CONTENDED_FOR
-                if conflicts >= MISSES_BEFORE_REREAD:  # the read is stale: a new one is cheaper
+                if missed >= MISSES_BEFORE_REREAD:  # the read is stale: a new one is cheaper
                     break
                 candidates = _elsewhere(candidates)  # others are at work here: go elsewhere
             self._pending.pop(step, None)
-            if conflicts:
+            if missed:
                 time.sleep(min(0.5, 0.01 * 2 ** min(round_, 6)) * random.random())
         raise PoolError(f"could not claim a token in {self.url} after 100 rounds of conflicts")
 
@@ -517,6 +539,8 @@ class CouchDBPool(TokenPool):
         """Documents by id, read in bulk. Settling a child reads all its parents each time one
         of them finishes (240 for a LOFAR observation's gather): their revisions are asked
         first, and only documents this pool has not seen at that revision are fetched."""
+        if self.clustered:
+            return self._get_docs_resolved(token_ids)
         found: dict[str, dict[str, Any] | None] = {}
         ids = list(token_ids)
         for i in range(0, len(ids), 1000):
@@ -543,6 +567,157 @@ class CouchDBPool(TokenPool):
                         self._seen[row["key"]] = doc
                         if len(self._seen) > SEEN_DOCUMENTS:
                             self._seen.pop(next(iter(self._seen)))
+        return {i: found.get(i) for i in ids}
+
+    # --- replicas and conflicting revisions (issue 19) ----------------------------------------
+
+    @property
+    def clustered(self) -> bool:
+        """True when two writes of one revision can both be accepted: replicas were named, or
+        the database is a CouchDB cluster's keeping more than one copy of each document
+        (``cluster.n`` of its info; asked once)."""
+        if self.replicas:
+            return True
+        if self._copies is None:
+            cluster = _json(self._request("GET")).get("cluster")
+            n = cluster.get("n") if isinstance(cluster, dict) else None
+            self._copies = n if isinstance(n, int) and n > 0 else 1
+        return self._copies > 1
+
+    def _leaves(self, token_id: str) -> list[conflicts.Leaf]:
+        """Every leaf of the token's revision tree, deleted ones too, with their histories. On
+        a CouchDB cluster read from all ``n`` copies (``r=n``), so none is missed."""
+        params: dict[str, Any] = {"open_revs": "all", "revs": "true"}
+        if self._copies and self._copies > 1:
+            params["r"] = self._copies
+        response = self._request("GET", self._doc_path(token_id), params=params, ok=(200, 404))
+        return conflicts.leaves(response.json()) if response.ok else []
+
+    def _delete_losers(self, token_id: str, found: Sequence[conflicts.Leaf]) -> bool:
+        """Delete the leaves that lose (True when there were none, or all are deleted now)."""
+        gone = conflicts.losers(found)
+        if not gone:
+            return True
+        docs = [{"_id": token_id, "_rev": leaf.rev, "_deleted": True} for leaf in gone]
+        answer = self._request("POST", "_bulk_docs", json={"docs": docs}).json()
+        ok = sum(1 for row in answer if isinstance(row, dict) and "error" not in row)
+        self.resolved += ok
+        winner = conflicts.winner(found)
+        log.warning(
+            "token %s had %d conflicting revision(s) (two replicas accepted one write): "
+            "kept %s, deleted %s",
+            token_id,
+            len(gone),
+            winner.rev if winner else "none",
+            ", ".join(leaf.rev for leaf in gone),
+        )
+        self._known.pop(token_id, None)
+        return ok == len(gone)
+
+    def resolve(self, token_id: str) -> None:
+        if not self.clustered:
+            return
+        for _ in range(10):
+            if self._delete_losers(token_id, self._leaves(token_id)):
+                return
+
+    def resolve_conflicts(self) -> int:
+        if not self.clustered:
+            return 0
+        try:
+            ids = [row["id"] for row in self._view("gridlrt_conflicts")]
+        except PoolNotInitialised:
+            log.warning("%s has no conflicts view; run `gridlrt pool init`", self.url)
+            return 0
+        for token_id in ids:
+            self.resolve(token_id)
+        return len(ids)
+
+    def _check(self, token: Token) -> None:
+        attempt = token.current_attempt
+        if self.clustered and attempt is not None and token.rev:
+            self._referee(token.id, token.rev, attempt.id, wait=0.0)
+
+    def confirm(self, token_id: str, pilot: str) -> None:
+        """A claim is confirmed once every copy of the pool has it and knows no other leaf
+        that wins over it. From then on no other claim of that todo revision can appear
+        anywhere: a copy that has the claim answers 409 to a write on the revision before it,
+        and a claim written on a copy before the claim reached it is a leaf there, seen and
+        settled by this check. So a result published after :meth:`confirm` is the only one.
+        Waits up to ``confirm_timeout`` for the claim to arrive on each copy (then
+        :class:`PoolUnavailable`: replication is down); :class:`LostClaim` when it lost."""
+        if not self.clustered:
+            return
+        mine = self._known.get(token_id) or self.get(token_id)
+        attempt = transitions.ensure_owner(mine, pilot)
+        if (token_id, attempt.id) in self._confirmed:
+            return
+        assert mine.rev is not None
+        for node in (self, *self.replicas):
+            node._referee(token_id, mine.rev, attempt.id, wait=self.confirm_timeout)
+        self._confirmed.add((token_id, attempt.id))
+        if len(self._confirmed) > KNOWN_REVISIONS:
+            self._confirmed.pop()
+
+    def _referee(self, token_id: str, rev: str, attempt_id: str, *, wait: float) -> None:
+        """On this copy: settle the token's conflicts, and raise :class:`LostClaim` unless the
+        winner continues revision ``rev`` with attempt ``attempt_id`` still running. Waits up
+        to ``wait`` seconds for ``rev`` to arrive here; with 0, a copy that lacks it passes."""
+        deadline = time.monotonic() + wait
+        delay = 0.02
+        while True:
+            found = self._leaves(token_id)
+            if any(leaf.holds(rev) for leaf in found):
+                best = conflicts.winner(found)
+                if best is None or not best.holds(rev):
+                    self._delete_losers(token_id, found)
+                    raise LostClaim(
+                        f"token {token_id}: another pilot's claim won on {self.url} "
+                        "(two replicas of the pool accepted a claim each)"
+                    )
+                token = parse_token(best.doc, self.malformed, token_id)
+                current = token.current_attempt if token is not None else None
+                if (
+                    token is None
+                    or token.status not in ACTIVE
+                    or current is None
+                    or (current.id != attempt_id)
+                ):
+                    raise LostClaim(f"token {token_id} is no longer this pilot's on {self.url}")
+                if self._delete_losers(token_id, found):
+                    return
+                continue  # a loser changed meanwhile: look again
+            if not wait:
+                return
+            if time.monotonic() > deadline:
+                raise PoolUnavailable(
+                    f"token {token_id}: this pilot's claim has not reached {self.url} after "
+                    f"{wait:.0f} s; check that the pool's replication runs"
+                )
+            time.sleep(delay)
+            delay = min(1.0, delay * 2)
+
+    def _get_docs_resolved(self, token_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """Documents by id on a clustered pool, each the winner of its conflicts (settled
+        first, so a promotion never reads a parent's losing revision); never from a cache."""
+        found: dict[str, dict[str, Any] | None] = {}
+        ids = list(token_ids)
+        for i in range(0, len(ids), 1000):
+            rows = self._request(
+                "POST",
+                "_all_docs",
+                params={"include_docs": "true", "conflicts": "true"},
+                json={"keys": ids[i : i + 1000]},
+            ).json()["rows"]
+            for row in rows:
+                doc = row.get("doc")
+                if isinstance(doc, dict) and doc.get("_conflicts"):
+                    self.resolve(row["key"])
+                    try:
+                        doc = self._get_doc(row["key"])
+                    except TokenNotFound:
+                        doc = None
+                found[row["key"]] = doc if isinstance(doc, dict) else None
         return {i: found.get(i) for i in ids}
 
     def delete(self, token_ids: Iterable[str]) -> int:

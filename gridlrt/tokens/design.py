@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from gridlrt.tokens.model import Token
 
 DESIGN_ID = "_design/Monitor"
-DESIGN_VERSION = 7
+DESIGN_VERSION = 8
 
 _PICAS_VIEW = """function(doc) {
    if(doc.type == "token") {
@@ -334,6 +334,14 @@ GRIDLRT_VIEWS: dict[str, dict[str, str]] = {
             "    emit([doc.pipeline, doc.stage, s], null);\n  }"
         ),
         "reduce": "_count",
+    },
+    # tokens with conflicting revisions (replicas of a pool accepted two writes of one
+    # revision; see gridlrt.tokens.conflicts): read only on a clustered or replicated pool,
+    # so a single server never indexes it
+    "gridlrt_conflicts": {
+        "map": "function(doc) {\n"
+        "  if (doc.type == 'token' && doc._conflicts && doc._conflicts.length) {\n"
+        "    emit(doc._id, doc._conflicts.length);\n  }\n}"
     },
     # side records by index key: [type, key] for documents of type gridlrt_<kind> only, so no
     # token (and no PiCaS view) ever meets a record

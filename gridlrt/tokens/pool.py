@@ -190,6 +190,28 @@ class TokenPool(ABC):
     def stage_counts(self) -> dict[tuple[str, str], dict[str, int]]:
         """Token counts per (pipeline, stage) and status, for tokens that belong to a pipeline."""
 
+    # --- replicas: a pool whose copies may accept two writes of one revision ---------------
+    # (issue 19; see gridlrt.tokens.conflicts). On one server, or the embedded pool, two
+    # writes of a revision cannot both succeed: these are no-ops.
+
+    def confirm(self, token_id: str, pilot: str) -> None:  # noqa: B027 - optional hook
+        """Make sure ``pilot``'s claim of the token is the only one that can ever win, waiting
+        (bounded) until every copy of the pool has it; :class:`LostClaim` when another claim
+        wins. A pilot calls it before publishing anything under a final name, and
+        :meth:`finish` calls it before finishing."""
+
+    def resolve(self, token_id: str) -> None:  # noqa: B027 - optional hook
+        """Settle conflicting revisions of one token (the losers are deleted)."""
+
+    def _check(self, token: Token) -> None:  # noqa: B027 - optional hook
+        """After a pilot's own write (claim, heartbeat, status): raise :class:`LostClaim` if a
+        conflicting revision already seen here wins over the pilot's."""
+
+    def resolve_conflicts(self) -> int:
+        """Settle every token with conflicting revisions; how many were settled. A no-op on
+        a pool that cannot have any."""
+        return 0
+
     def _promoted(self) -> None:  # noqa: B027 - optional hook
         """Children changed state here: forget any claim candidates read before (they may
         miss a child of higher priority that is todo now)."""
@@ -351,8 +373,10 @@ class TokenPool(ABC):
 
     def settle_child(self, child_id: str) -> bool:
         """Promote, block or unblock one waiting token from the state of its parents; True
-        when it changed. Idempotent: any pool user may call it any number of times."""
+        when it changed. Idempotent: any pool user may call it any number of times (on
+        replicas too: the same parents give the same document, hence the same revision)."""
         try:
+            self.resolve(child_id)
             child = self.get(child_id)
         except (TokenNotFound, MalformedToken):
             return False
@@ -406,6 +430,7 @@ class TokenPool(ABC):
         """Settle every finished token whose children were not told (a pilot died in between).
         Returns how many children changed."""
         self._next_settle = time.monotonic() + SETTLE_EVERY
+        self.resolve_conflicts()
         changed = 0
         for token_id in self._unsettled_ids():
             changed += self.settle(token_id)
@@ -438,7 +463,9 @@ class TokenPool(ABC):
 
     def heartbeat(self, token_id: str, pilot: str, info: dict[str, Any] | None = None) -> Token:
         now = time.time()
-        return self._update(token_id, lambda t: transitions.heartbeat(t, pilot, now, info))
+        token = self._update(token_id, lambda t: transitions.heartbeat(t, pilot, now, info))
+        self._check(token)
+        return token
 
     def set_status(
         self,
@@ -448,9 +475,11 @@ class TokenPool(ABC):
         progress: dict[str, Any] | None = None,
     ) -> Token:
         now = time.time()
-        return self._update(
+        token = self._update(
             token_id, lambda t: transitions.set_status(t, pilot, status, now, progress)
         )
+        self._check(token)
+        return token
 
     def finish(
         self,
@@ -461,6 +490,7 @@ class TokenPool(ABC):
         uploads: list[UploadResult] | None = None,
         timings: dict[str, float] | None = None,
     ) -> Token:
+        self.confirm(token_id, pilot)
         now = time.time()
         token = self._update(
             token_id,

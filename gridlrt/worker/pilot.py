@@ -124,6 +124,7 @@ class PilotSummary(BaseModel):
     done: int = 0
     failed: int = 0
     released: int = 0
+    lost: int = 0  # taken from this pilot (recovered, reset, or another replica's claim won)
     stop_reason: str = ""
     token_seconds: list[float] = Field(default_factory=list)
 
@@ -318,6 +319,9 @@ class Pilot:
             described: dict[str, dict[str, Any]] = {}
             timings["catalogue"] = self._timed(lambda: described.update(describe_outputs(plan)))
             self._set(token, TokenStatus.UPLOADING)
+            # Nothing is published under a final name before the claim is sure to be the
+            # only one (on a replicated pool, every copy has it; a no-op on one server).
+            self.pool.confirm(token.id, self.who.pilot)
             # From here on a stop request waits: the upload and the token are finished.
             t_upload = time.monotonic()
             uploads = self._upload(plan)
@@ -338,7 +342,8 @@ class Pilot:
         except _Stopped:
             self._release(token)
         except LostClaim as exc:
-            log.warning("%s", exc)
+            self.summary.lost += 1
+            log.warning("%s; its work here is discarded", exc)
         except PoolUnavailable:
             # The pool stayed away longer than our patience: nothing can be recorded. The
             # token stays with this (ending) pilot until `tokens recover`; it is not failed.

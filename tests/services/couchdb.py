@@ -191,3 +191,53 @@ def secured_couchdb(couchdb: CouchDB) -> Iterator[SecuredCouchDB]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class ReplicatedCouchDB:
+    """Two CouchDB-protocol servers whose databases replicate with each other, the way a pool
+    is copied between sites (and the way a CouchDB cluster's copies of a document behave):
+    each accepts writes on its own, and replication carries them across, conflicts and all.
+    Replications run inside the first server (pouchdb-server's ``_replicate``)."""
+
+    first: CouchDB
+    second: CouchDB
+
+    def new_pair(self, prefix: str = "replicated", *, continuous: bool = True) -> tuple[str, str]:
+        """A fresh database of one name on each server (URLs); with ``continuous``, they
+        replicate both ways from now on, else only when :meth:`replicate` is called."""
+        name = f"{prefix}_{uuid4().hex[:12]}"
+        urls = (f"{self.first.url}/{name}", f"{self.second.url}/{name}")
+        for url in urls:
+            requests.put(url, timeout=30).raise_for_status()
+        if continuous:
+            for source, target in (urls, urls[::-1]):
+                self._replicate(source, target, continuous=True)
+        return urls
+
+    def replicate(self, source: str, target: str) -> None:
+        """Copy every change of ``source`` to ``target`` once, now (conflicts included)."""
+        self._replicate(source, target, continuous=False)
+
+    def _replicate(self, source: str, target: str, *, continuous: bool) -> None:
+        response = requests.post(
+            f"{self.first.url}/_replicate",
+            json={"source": source, "target": target, "continuous": continuous},
+            timeout=120,
+        )
+        response.raise_for_status()
+
+
+@pytest.fixture(scope="module")
+def replicated_couchdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicatedCouchDB]:
+    """Two pouchdb-servers of their own (stopped after the module, with the continuous
+    replications they run)."""
+    first = start_pouchdb_server(tmp_path_factory.mktemp("replica_a"))
+    try:
+        second = start_pouchdb_server(tmp_path_factory.mktemp("replica_b"))
+        try:
+            yield ReplicatedCouchDB(first=first, second=second)
+        finally:
+            second.process.stop()
+    finally:
+        first.process.stop()
