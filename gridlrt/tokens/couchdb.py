@@ -663,39 +663,62 @@ class CouchDBPool(TokenPool):
         """On this copy: settle the token's conflicts, and raise :class:`LostClaim` unless the
         winner continues revision ``rev`` with attempt ``attempt_id`` still running. Waits up
         to ``wait`` seconds for ``rev`` to arrive here; with 0, a copy that lacks it passes."""
+        while True:
+            found = self._arrived(token_id, rev, wait, what="this pilot's claim")
+            if found is None:
+                return
+            best = conflicts.winner(found)
+            if best is None or not best.holds(rev):
+                self._delete_losers(token_id, found)
+                raise LostClaim(
+                    f"token {token_id}: another pilot's claim won on {self.url} "
+                    "(two replicas of the pool accepted a claim each)"
+                )
+            token = parse_token(best.doc, self.malformed, token_id)
+            current = token.current_attempt if token is not None else None
+            if (
+                token is None
+                or token.status not in ACTIVE
+                or current is None
+                or (current.id != attempt_id)
+            ):
+                raise LostClaim(f"token {token_id} is no longer this pilot's on {self.url}")
+            if self._delete_losers(token_id, found):
+                return
+            # a loser changed meanwhile: look again
+
+    def _arrived(
+        self, token_id: str, rev: str, wait: float, *, what: str
+    ) -> list[conflicts.Leaf] | None:
+        """The token's leaves on this copy once one of them holds ``rev``, polling up to
+        ``wait`` seconds; with 0, None when it is not here. :class:`PoolUnavailable` when it
+        does not arrive in time (the replication is down)."""
         deadline = time.monotonic() + wait
         delay = 0.02
         while True:
             found = self._leaves(token_id)
             if any(leaf.holds(rev) for leaf in found):
-                best = conflicts.winner(found)
-                if best is None or not best.holds(rev):
-                    self._delete_losers(token_id, found)
-                    raise LostClaim(
-                        f"token {token_id}: another pilot's claim won on {self.url} "
-                        "(two replicas of the pool accepted a claim each)"
-                    )
-                token = parse_token(best.doc, self.malformed, token_id)
-                current = token.current_attempt if token is not None else None
-                if (
-                    token is None
-                    or token.status not in ACTIVE
-                    or current is None
-                    or (current.id != attempt_id)
-                ):
-                    raise LostClaim(f"token {token_id} is no longer this pilot's on {self.url}")
-                if self._delete_losers(token_id, found):
-                    return
-                continue  # a loser changed meanwhile: look again
+                return found
             if not wait:
-                return
+                return None
             if time.monotonic() > deadline:
                 raise PoolUnavailable(
-                    f"token {token_id}: this pilot's claim has not reached {self.url} after "
-                    f"{wait:.0f} s; check that the pool's replication runs"
+                    f"token {token_id}: {what} has not reached {self.url} after {wait:.0f} s; "
+                    "check that the pool's replication runs"
                 )
             time.sleep(delay)
             delay = min(1.0, delay * 2)
+
+    def _spread(self, token: Token) -> None:
+        """Wait until every copy has ``token`` as written (a parent's finish, before its
+        children are told): of two parents finishing on two copies at once, the one that
+        tells the children last then sees both done, and promotes them. (Without the wait,
+        each copy could see only its own parent done, and both parents be marked settled
+        with the children still waiting, for ever.)"""
+        if not self.clustered or token.rev is None:
+            return
+        for node in (self, *self.replicas):
+            node._arrived(token.id, token.rev, self.confirm_timeout, what="its finish")
 
     def _get_docs_resolved(self, token_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         """Documents by id on a clustered pool, each the winner of its conflicts (settled

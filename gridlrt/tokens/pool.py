@@ -200,6 +200,10 @@ class TokenPool(ABC):
         wins. A pilot calls it before publishing anything under a final name, and
         :meth:`finish` calls it before finishing."""
 
+    def _spread(self, token: Token) -> None:  # noqa: B027 - optional hook
+        """Before a finished (or blocked) token's children are told: wait until every copy of
+        the pool has it as written."""
+
     def resolve(self, token_id: str) -> None:  # noqa: B027 - optional hook
         """Settle conflicting revisions of one token (the losers are deleted)."""
 
@@ -412,6 +416,8 @@ class TokenPool(ABC):
                 token = self.get(token)
             except (TokenNotFound, MalformedToken):
                 return 0
+        if token.settled is False:
+            self._spread(token)
         changed = sum(1 for child_id in token.children if self.settle_child(child_id))
         if changed:
             self._promoted()

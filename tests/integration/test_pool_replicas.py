@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 import requests
 
-from gridlrt.errors import LostClaim, PoolUnavailable
+from gridlrt.errors import LostClaim, PoolNotInitialised, PoolUnavailable
 from gridlrt.storage import Storage
-from gridlrt.tokens import PilotInfo, TokenStatus, new_token
+from gridlrt.tokens import PilotInfo, TokenStatus, new_token, transitions
 from gridlrt.tokens.couchdb import CouchDBPool
+from gridlrt.tokens.model import Depends, ParentGroup
 from gridlrt.worker.pilot import Pilot, PilotOptions
 from gridlrt.worker.steps import StepConfig
 from tests.services.couchdb import ReplicatedCouchDB
@@ -42,7 +43,14 @@ def doc(db_url: str, token_id: str) -> dict[str, Any]:
 def settle(pair: tuple[str, str], check: Any, timeout: float = 30.0) -> None:
     """Wait until ``check(url)`` holds on both copies (replication carries changes across)."""
     deadline = time.monotonic() + timeout
-    while not all(check(url) for url in pair):
+
+    def holds(url: str) -> bool:
+        try:
+            return bool(check(url))
+        except PoolNotInitialised:  # the design document has not arrived yet
+            return False
+
+    while not all(holds(url) for url in pair):
         assert time.monotonic() < deadline, "replication did not settle"
         time.sleep(0.1)
 
@@ -262,3 +270,91 @@ def test_a_losing_pilot_stops_its_payload_and_uploads_nothing(
     settle((a, b), lambda url: doc(url, "sb_003")["status"] == "done" and conflicted(url) == {})
     for url in (a, b):
         assert [x["pilot"] for x in doc(url, "sb_003")["attempts"]] == [winner.who.pilot]
+
+
+def test_gathers_whose_parents_finish_on_different_copies_are_promoted_once(
+    replicated_couchdb: ReplicatedCouchDB,
+) -> None:
+    """Gathers of two parents each, the parents finished at the same moment on different
+    copies: every gather is promoted (neither copy may mark its parent settled having seen
+    only its own parent done), by one revision (the same parents give the same document on
+    either copy, hence the same revision: no conflict), and then published by one pilot."""
+    a, b = replicated_couchdb.new_pair()
+    pools = (CouchDBPool(a, replicas=[b]), CouchDBPool(b, replicas=[a]))
+    pools[0].init()
+    n = 6
+    tokens = []
+    for g in range(n):
+        parents = [f"g{g}_p{k}" for k in range(2)]
+        tokens += [new_token(p, inputs=f"L1_{p}", fields={"children": [f"g{g}"]}) for p in parents]
+        tokens.append(
+            new_token(f"g{g}", inputs=None, depends=Depends(groups=[ParentGroup(ids=parents)]))
+        )
+    pools[0].create(tokens)
+    settle((a, b), lambda url: CouchDBPool(url).status_counts().get("todo") == 2 * n)
+    for g in range(n):  # each copy's pilot holds one parent of every gather
+        for k, pool in enumerate(pools):
+            pool._update(
+                f"g{g}_p{k}",
+                lambda t, k=k: transitions.claim(t, PilotInfo(pilot=f"p{k}", host="wn"), 1.0),
+            )
+    settle((a, b), lambda url: CouchDBPool(url).status_counts().get("locked") == 2 * n)
+    barrier = threading.Barrier(2)
+
+    def finish_all(k: int) -> None:
+        barrier.wait()
+        for g in range(n):
+            pools[k].finish(f"g{g}_p{k}", f"p{k}", output=f"file:///out/g{g}_p{k}")
+
+    threads = [threading.Thread(target=finish_all, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    settle((a, b), lambda url: CouchDBPool(url).status_counts().get("todo") == n)
+    for g in range(n):
+        assert {doc(url, f"g{g}")["_rev"] for url in (a, b)} == {doc(a, f"g{g}")["_rev"]}
+        assert doc(a, f"g{g}")["_rev"].startswith("2-")  # one promotion after its creation
+        assert doc(a, f"g{g}")["input"] == [f"file:///out/g{g}_p0", f"file:///out/g{g}_p1"]
+    assert conflicted(a) == {} and conflicted(b) == {}
+    published: dict[str, list[str]] = defaultdict(list)
+
+    def gatherer(k: int) -> None:
+        barrier.wait()
+        while (token := pools[k].claim(PilotInfo(pilot=f"gather-{k}", host="wn"))) is not None:
+            try:
+                pools[k].confirm(token.id, f"gather-{k}")
+            except LostClaim:
+                continue
+            published[token.id].append(f"gather-{k}")
+            pools[k].finish(token.id, f"gather-{k}", output=f"gather-{k}")
+
+    threads = [threading.Thread(target=gatherer, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(published) == [f"g{g}" for g in range(n)]
+    assert all(len(names) == 1 for names in published.values()), published
+    settle((a, b), lambda url: CouchDBPool(url).status_counts() == {"done": 3 * n})
+    settle((a, b), lambda url: conflicted(url) == {})
+
+
+def test_conflicts_nobody_was_there_to_see_are_swept_by_pool_users(
+    replicated_couchdb: ReplicatedCouchDB,
+) -> None:
+    """Two pilots of a gridlrt that did not know of the replicas each finished a token:
+    the next pool user that looks for pending promotions settles the conflict too."""
+    a, b, pool_a, pool_b = two_claims(replicated_couchdb, replicas=False)
+    pool_a.finish("sb_001", "pilot-a", output="from-a")
+    pool_b.finish("sb_001", "pilot-b", output="from-b")
+    replicated_couchdb.replicate(a, b)
+    replicated_couchdb.replicate(b, a)
+    assert conflicted(a)
+    aware = CouchDBPool(a, replicas=[b])
+    aware.settle_pending()
+    assert aware.resolved == 1
+    replicated_couchdb.replicate(a, b)
+    assert conflicted(a) == {} and conflicted(b) == {}
+    assert doc(a, "sb_001")["output"] == doc(b, "sb_001")["output"]
+    assert CouchDBPool(b).status_counts() == {"done": 1}
