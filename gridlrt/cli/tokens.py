@@ -24,6 +24,7 @@ from gridlrt.config import Settings
 from gridlrt.durations import format_duration, parse_duration
 from gridlrt.errors import InputError, MalformedToken
 from gridlrt.tokens import Token, TokenPool, TokenStatus, open_pool
+from gridlrt.tokens.conflicts import winner
 from gridlrt.tokens.create import TokenCheck, create_tokens
 from gridlrt.worker.plan import validate_step
 from gridlrt.worker.steps import resolve_step
@@ -98,6 +99,46 @@ def pool_init(ctx: typer.Context, pool: PoolOption = None) -> None:
     with _open(ctx, pool) as opened:
         opened.init()
         console.print(f"pool ready: {opened.url} ({opened.overview().total()} tokens)")
+
+
+@pool_app.command("resolve")
+def pool_resolve(
+    ctx: typer.Context, pool: PoolOption = None, dry_run: DryRunOption = False
+) -> None:
+    """Settle tokens with conflicting revisions: two copies of a replicated pool (or of a
+    CouchDB cluster) each accepted a write of the same revision. One revision wins by a rule
+    every pool user applies alike (the first write after the split with the smaller revision
+    id); the others are deleted. Pilots do this by themselves as they go; this command is
+    for a look, or for conflicts left by tools that do not. Nothing to do on the embedded
+    pool.
+
+    Example: gridlrt pool resolve --dry-run"""
+    with _open(ctx, pool) as opened:
+        found = opened.conflicts()
+        if not found:
+            console.print(f"no token of {opened.url} has conflicting revisions")
+            return
+        table = Table(title=f"{len(found)} token(s) with conflicting revisions")
+        for column in ("token", "revision", "status", "pilot", ""):
+            table.add_column(column)
+        for token_id, leaves in found:
+            kept = winner(leaves)
+            for leaf in sorted(leaves, key=lambda x: x is not kept):
+                attempts = leaf.doc.get("attempts") or [{}]
+                last = attempts[-1] if isinstance(attempts[-1], dict) else {}
+                table.add_row(
+                    token_id if leaf is kept else "",
+                    leaf.rev,
+                    str(leaf.doc.get("status", "?")),
+                    str(last.get("pilot", "")),
+                    "kept" if leaf is kept else ("would be deleted" if dry_run else "deleted"),
+                )
+        console.print(table)
+        if dry_run:
+            console.print("dry run: nothing changed")
+            return
+        settled = sum(1 for token_id, _ in found if opened.resolve(token_id))
+        console.print(f"settled {settled} token(s)")
 
 
 # --- tokens ----------------------------------------------------------------------------------

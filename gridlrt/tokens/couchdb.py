@@ -46,7 +46,9 @@ from gridlrt.errors import (
     TokenNotFound,
 )
 from gridlrt.retry import Backoff, Outage, retry
-from gridlrt.tokens import conflicts, design, transitions
+from gridlrt.tokens import design, transitions
+from gridlrt.tokens.conflicts import Leaf, losers, winner
+from gridlrt.tokens.conflicts import leaves as parse_leaves
 from gridlrt.tokens.follow import CountsFollower
 from gridlrt.tokens.http import Answer, Http
 from gridlrt.tokens.model import ACTIVE, PilotInfo, Token, TokenStatus
@@ -148,7 +150,7 @@ class CouchDBPool(TokenPool):
             CouchDBPool(r, auth, timeout=timeout, retries=retries, patience=patience)
             for r in replicas
         ]
-        self.confirm_timeout = confirm_timeout
+        self.confirm_timeout = max(confirm_timeout, patience)
         self._copies: int | None = None  # copies of each document (a cluster's n), see clustered
         self._confirmed: set[tuple[str, str]] = set()  # (token, attempt) claims confirmed
         self.resolved = 0  # losing revisions this pool deleted
@@ -173,9 +175,11 @@ class CouchDBPool(TokenPool):
     # --- HTTP ------------------------------------------------------------------------------
 
     def _request(
-        self, method: str, path: str = "", *, ok: Sequence[int] = (200, 201), **kwargs: Any
+        self, method: str, path: str = "", *, ok: Sequence[int] = (200, 201, 202), **kwargs: Any
     ) -> Answer:
-        """One request with bounded retries; statuses outside ``ok`` and 409 raise."""
+        """One request with bounded retries; statuses outside ``ok`` and 409 raise. (202: a
+        CouchDB cluster stored a write on fewer copies than its write quorum ``w``; it is
+        stored, and on a clustered pool :meth:`confirm` makes sure of the claims.)"""
         url = f"{self.db_url}/{path}" if path else self.db_url
         kwargs.setdefault("timeout", self.timeout)
         self._local.retried = False
@@ -291,7 +295,7 @@ class CouchDBPool(TokenPool):
     def _put(self, token: Token) -> str | None:
         """Write with the token's ``_rev``; the new rev, or None on a conflict."""
         doc = token.to_doc()
-        response = self._request("PUT", self._doc_path(token.id), json=doc, ok=(200, 201, 412))
+        response = self._request("PUT", self._doc_path(token.id), json=doc, ok=(200, 201, 202, 412))
         if response.status_code == 409:
             return self._landed(doc) if self._local.retried else None
         if response.status_code == 412:  # an attachment stub of our copy is not the server's
@@ -584,42 +588,50 @@ class CouchDBPool(TokenPool):
             self._copies = n if isinstance(n, int) and n > 0 else 1
         return self._copies > 1
 
-    def _leaves(self, token_id: str) -> list[conflicts.Leaf]:
+    def _leaves(self, token_id: str) -> list[Leaf]:
         """Every leaf of the token's revision tree, deleted ones too, with their histories. On
         a CouchDB cluster read from all ``n`` copies (``r=n``), so none is missed."""
         params: dict[str, Any] = {"open_revs": "all", "revs": "true"}
         if self._copies and self._copies > 1:
             params["r"] = self._copies
         response = self._request("GET", self._doc_path(token_id), params=params, ok=(200, 404))
-        return conflicts.leaves(response.json()) if response.ok else []
+        return parse_leaves(response.json()) if response.ok else []
 
-    def _delete_losers(self, token_id: str, found: Sequence[conflicts.Leaf]) -> bool:
+    def _delete_losers(self, token_id: str, found: Sequence[Leaf]) -> bool:
         """Delete the leaves that lose (True when there were none, or all are deleted now)."""
-        gone = conflicts.losers(found)
+        gone = losers(found)
         if not gone:
             return True
         docs = [{"_id": token_id, "_rev": leaf.rev, "_deleted": True} for leaf in gone]
         answer = self._request("POST", "_bulk_docs", json={"docs": docs}).json()
         ok = sum(1 for row in answer if isinstance(row, dict) and "error" not in row)
         self.resolved += ok
-        winner = conflicts.winner(found)
+        kept = winner(found)
         log.warning(
             "token %s had %d conflicting revision(s) (two replicas accepted one write): "
             "kept %s, deleted %s",
             token_id,
             len(gone),
-            winner.rev if winner else "none",
+            kept.rev if kept else "none",
             ", ".join(leaf.rev for leaf in gone),
         )
         self._known.pop(token_id, None)
         return ok == len(gone)
 
-    def resolve(self, token_id: str) -> None:
-        if not self.clustered:
-            return
+    def resolve(self, token_id: str) -> bool:
         for _ in range(10):
-            if self._delete_losers(token_id, self._leaves(token_id)):
-                return
+            found = self._leaves(token_id)
+            if self._delete_losers(token_id, found):
+                return len(losers(found)) > 0
+        return True
+
+    def conflicts(self) -> list[tuple[str, list[Leaf]]]:
+        found = []
+        for row in self._view("gridlrt_conflicts"):
+            live = [leaf for leaf in self._leaves(row["id"]) if not leaf.deleted]
+            if len(live) > 1:
+                found.append((str(row["id"]), live))
+        return found
 
     def resolve_conflicts(self) -> int:
         if not self.clustered:
@@ -629,9 +641,7 @@ class CouchDBPool(TokenPool):
         except PoolNotInitialised:
             log.warning("%s has no conflicts view; run `gridlrt pool init`", self.url)
             return 0
-        for token_id in ids:
-            self.resolve(token_id)
-        return len(ids)
+        return sum(1 for token_id in ids if self.resolve(token_id))
 
     def _check(self, token: Token) -> None:
         attempt = token.current_attempt
@@ -667,7 +677,7 @@ class CouchDBPool(TokenPool):
             found = self._arrived(token_id, rev, wait, what="this pilot's claim")
             if found is None:
                 return
-            best = conflicts.winner(found)
+            best = winner(found)
             if best is None or not best.holds(rev):
                 self._delete_losers(token_id, found)
                 raise LostClaim(
@@ -687,9 +697,7 @@ class CouchDBPool(TokenPool):
                 return
             # a loser changed meanwhile: look again
 
-    def _arrived(
-        self, token_id: str, rev: str, wait: float, *, what: str
-    ) -> list[conflicts.Leaf] | None:
+    def _arrived(self, token_id: str, rev: str, wait: float, *, what: str) -> list[Leaf] | None:
         """The token's leaves on this copy once one of them holds ``rev``, polling up to
         ``wait`` seconds; with 0, None when it is not here. :class:`PoolUnavailable` when it
         does not arrive in time (the replication is down)."""

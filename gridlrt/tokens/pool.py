@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 from gridlrt.durations import format_duration
 from gridlrt.errors import GridlrtError, InputError, MalformedToken, TokenNotFound
 from gridlrt.tokens import dependencies, transitions
+from gridlrt.tokens.conflicts import Leaf
 from gridlrt.tokens.model import (
     ACTIVE,
     PENDING,
@@ -204,8 +205,21 @@ class TokenPool(ABC):
         """Before a finished (or blocked) token's children are told: wait until every copy of
         the pool has it as written."""
 
-    def resolve(self, token_id: str) -> None:  # noqa: B027 - optional hook
-        """Settle conflicting revisions of one token (the losers are deleted)."""
+    @property
+    def clustered(self) -> bool:
+        """True when two writes of one revision can both be accepted (replicas of a CouchDB
+        pool, a CouchDB cluster): then claims are confirmed and conflicts settled."""
+        return False
+
+    def resolve(self, token_id: str) -> bool:
+        """Settle conflicting revisions of one token: the winner (see
+        :mod:`gridlrt.tokens.conflicts`) stays, the others are deleted. True when there were
+        any."""
+        return False
+
+    def conflicts(self) -> list[tuple[str, list[Leaf]]]:
+        """Tokens with conflicting revisions, each with its leaves (none deleted)."""
+        return []
 
     def _check(self, token: Token) -> None:  # noqa: B027 - optional hook
         """After a pilot's own write (claim, heartbeat, status): raise :class:`LostClaim` if a
@@ -380,7 +394,8 @@ class TokenPool(ABC):
         when it changed. Idempotent: any pool user may call it any number of times (on
         replicas too: the same parents give the same document, hence the same revision)."""
         try:
-            self.resolve(child_id)
+            if self.clustered:
+                self.resolve(child_id)
             child = self.get(child_id)
         except (TokenNotFound, MalformedToken):
             return False

@@ -8,10 +8,12 @@ loser stops and publishes nothing, and the losing revisions are deleted.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
 from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from gridlrt.tokens.couchdb import CouchDBPool
 from gridlrt.tokens.model import Depends, ParentGroup
 from gridlrt.worker.pilot import Pilot, PilotOptions
 from gridlrt.worker.steps import StepConfig
+from tests.gridlrt_cli import cli_env, gridlrt
 from tests.services.couchdb import ReplicatedCouchDB
 
 
@@ -358,3 +361,90 @@ def test_conflicts_nobody_was_there_to_see_are_swept_by_pool_users(
     assert conflicted(a) == {} and conflicted(b) == {}
     assert doc(a, "sb_001")["output"] == doc(b, "sb_001")["output"]
     assert CouchDBPool(b).status_counts() == {"done": 1}
+
+
+def test_pool_resolve_shows_then_settles_conflicts(
+    replicated_couchdb: ReplicatedCouchDB, tmp_path: Path
+) -> None:
+    a, b, pool_a, pool_b = two_claims(replicated_couchdb, replicas=False)
+    pool_a.finish("sb_001", "pilot-a", output="from-a")
+    pool_b.finish("sb_001", "pilot-b", output="from-b")
+    replicated_couchdb.replicate(b, a)
+    losing = conflicted(a)["sb_001"]
+    env = cli_env(tmp_path, GRIDLRT_POOL=a)
+    shown = gridlrt(env, "pool", "resolve", "--dry-run").stdout
+    assert "sb_001" in shown and "would be deleted" in shown and losing[0] in shown
+    assert "dry run: nothing changed" in shown
+    assert conflicted(a) == {"sb_001": losing}
+    done = gridlrt(env, "pool", "resolve").stdout
+    assert "settled 1 token(s)" in done
+    assert conflicted(a) == {}
+    kept = doc(a, "sb_001")["_rev"]
+    assert f"sb_001 │ {kept}" in done.replace("┃", "│")  # the revision the table said it kept
+    assert "no token of" in gridlrt(env, "pool", "resolve").stdout
+
+
+class _ClusterGate(BaseHTTPRequestHandler):
+    """A fake of what only a CouchDB cluster says (none can run here): forwards to the
+    pouchdb-server, adds a 3-copy ``cluster`` to the database's info, and answers writes
+    202 (stored on fewer copies than the write quorum) the way a degraded cluster does.
+    Records every request line, to see what gridlrt asks."""
+
+    protocol_version = "HTTP/1.1"
+    server: Any
+
+    def _forward(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        self.server.seen.append(f"{self.command} {self.path}")
+        headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "accept")}
+        answer = requests.request(
+            self.command, self.server.upstream + self.path, headers=headers, data=body, timeout=60
+        )
+        content, status = answer.content, answer.status_code
+        path = self.path.split("?")[0].strip("/")
+        if self.command == "GET" and "/" not in path and status == 200:
+            content = json.dumps(
+                {**answer.json(), "cluster": {"q": 2, "n": 3, "w": 2, "r": 2}}
+            ).encode()
+        if self.command in ("PUT", "POST") and status == 201:
+            status = 202
+        self.send_response(status)
+        self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    do_GET = do_PUT = do_POST = do_DELETE = _forward
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_on_a_couchdb_cluster_claims_are_confirmed_on_all_its_copies(
+    replicated_couchdb: ReplicatedCouchDB,
+) -> None:
+    """One cluster URL, no replicas named: gridlrt learns from the database's info that
+    every document has 3 copies, reads a token's revisions from all of them (r=3) to
+    confirm a claim, and takes a 202 (stored, below the write quorum) as a write done."""
+    upstream, _ = replicated_couchdb.new_pair(continuous=False)
+    origin, name = upstream.rsplit("/", 1)
+    gate = ThreadingHTTPServer(("127.0.0.1", 0), _ClusterGate)
+    gate.upstream, gate.seen = origin, []  # type: ignore[attr-defined]
+    threading.Thread(target=gate.serve_forever, daemon=True).start()
+    try:
+        pool = CouchDBPool(f"http://127.0.0.1:{gate.server_address[1]}/{name}")
+        pool.init()
+        pool.create([new_token("sb_004", inputs="L1_SB004")])
+        assert pool.clustered
+        token = pool.claim(PilotInfo(pilot="p", host="wn"))
+        assert token is not None and token.status is TokenStatus.LOCKED
+        pool.heartbeat("sb_004", "p")
+        done = pool.finish("sb_004", "p", output="x")
+        assert done.status is TokenStatus.DONE
+        reads = [line for line in gate.seen if "open_revs=all" in line]  # type: ignore[attr-defined]
+        assert reads and all("r=3" in line for line in reads)
+        assert doc(upstream, "sb_004")["status"] == "done"
+    finally:
+        gate.shutdown()
+        gate.server_close()

@@ -193,3 +193,18 @@ def test_times_and_record_counts() -> None:
     )  # fmt: skip
     assert record.counts()["completed"] == 1 and record.counts()["pending"] == 2
     assert record.active
+
+
+def test_pilots_are_told_of_the_pool_s_other_copies_without_their_credentials(
+    tmp_path: Path,
+) -> None:
+    copies = ["https://couch2.example.org:6984/lofar_tokens", "https://couch3.example.org/t"]
+    sub = SlurmSubmitter(python="/opt/venv/bin/python").prepare(
+        request(tmp_path, pool_replicas=copies)
+    )
+    last = sub.files["slurm.sh"].strip().splitlines()[-1]
+    assert f"--pool-replicas {','.join(copies)}" in last
+    plain = SlurmSubmitter(python="/opt/venv/bin/python").prepare(request(tmp_path))
+    assert "--pool-replicas" not in plain.files["slurm.sh"]
+    with pytest.raises(InputError, match="carries credentials"):
+        request(tmp_path, pool_replicas=["https://u:secret@couch2.example.org/lofar_tokens"])
