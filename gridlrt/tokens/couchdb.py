@@ -543,12 +543,12 @@ class CouchDBPool(TokenPool):
         """Documents by id, read in bulk. Settling a child reads all its parents each time one
         of them finishes (240 for a LOFAR observation's gather): their revisions are asked
         first, and only documents this pool has not seen at that revision are fetched."""
-        if self.clustered:
-            return self._get_docs_resolved(token_ids)
         found: dict[str, dict[str, Any] | None] = {}
         ids = list(token_ids)
         for i in range(0, len(ids), 1000):
             chunk = ids[i : i + 1000]
+            if self.clustered:  # settle conflicts first: a promotion reads only winners
+                self._resolve_among(chunk)
             revs = self._request("POST", "_all_docs", json={"keys": chunk}).json()["rows"]
             stale: list[str] = []
             for row in revs:
@@ -728,28 +728,19 @@ class CouchDBPool(TokenPool):
         for node in (self, *self.replicas):
             node._arrived(token.id, token.rev, self.confirm_timeout, what="its finish")
 
-    def _get_docs_resolved(self, token_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
-        """Documents by id on a clustered pool, each the winner of its conflicts (settled
-        first, so a promotion never reads a parent's losing revision); never from a cache."""
-        found: dict[str, dict[str, Any] | None] = {}
-        ids = list(token_ids)
-        for i in range(0, len(ids), 1000):
+    def _resolve_among(self, token_ids: Sequence[str]) -> None:
+        """Settle the conflicts of those of ``token_ids`` that have any (one read of the
+        conflicts view finds them)."""
+        try:
             rows = self._request(
-                "POST",
-                "_all_docs",
-                params={"include_docs": "true", "conflicts": "true"},
-                json={"keys": ids[i : i + 1000]},
+                "POST", f"{VIEW}/gridlrt_conflicts", json={"keys": list(token_ids)}
             ).json()["rows"]
-            for row in rows:
-                doc = row.get("doc")
-                if isinstance(doc, dict) and doc.get("_conflicts"):
-                    self.resolve(row["key"])
-                    try:
-                        doc = self._get_doc(row["key"])
-                    except TokenNotFound:
-                        doc = None
-                found[row["key"]] = doc if isinstance(doc, dict) else None
-        return {i: found.get(i) for i in ids}
+        except PoolNotInitialised:
+            log.warning("%s has no conflicts view; run `gridlrt pool init`", self.url)
+            return
+        for token_id in {str(row["id"]) for row in rows}:
+            self.resolve(token_id)
+            self._seen.pop(token_id, None)
 
     def delete(self, token_ids: Iterable[str]) -> int:
         ids = list(token_ids)

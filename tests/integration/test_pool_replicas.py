@@ -448,3 +448,56 @@ def test_on_a_couchdb_cluster_claims_are_confirmed_on_all_its_copies(
     finally:
         gate.shutdown()
         gate.server_close()
+
+
+def graft(db_url: str, token_id: str, base_rev: str, body: dict[str, Any], length: int) -> str:
+    """Put a branch of ``length`` revisions on ``base_rev`` into ``db_url`` the way
+    replication brings one (``new_edits: false``); its first revision id is the largest
+    there is, so it loses to any other branch from ``base_rev``. Returns its leaf revision."""
+    generation, base_id = base_rev.split("-", 1)
+    ids = [f"{'f' * 31}{k}" for k in range(length)]
+    top = int(generation) + length
+    leaf = {
+        **body,
+        "_id": token_id,
+        "_rev": f"{top}-{ids[-1]}",
+        "_revisions": {"start": top, "ids": [*ids[::-1], base_id]},
+    }
+    answer = requests.post(
+        f"{db_url}/_bulk_docs", json={"docs": [leaf], "new_edits": False}, timeout=30
+    )
+    answer.raise_for_status()
+    return str(leaf["_rev"])
+
+
+def test_a_promotion_reads_the_winning_revision_of_a_parent_not_the_longest(
+    replicated_couchdb: ReplicatedCouchDB,
+) -> None:
+    """A parent finished by its confirmed pilot, and a losing branch of it, longer (a loser
+    that kept heartbeating), arrives before the children are told: CouchDB shows the longest
+    branch, a locked token; the promotion settles the conflict first and sees it done."""
+    a, b = replicated_couchdb.new_pair()
+    pool = CouchDBPool(a, replicas=[b])
+    pool.init()
+    pool.create(
+        [
+            new_token("p", inputs="L1_SB001", fields={"children": ["c"]}),
+            new_token("c", inputs=None, depends=Depends(groups=[ParentGroup(ids=["p"])])),
+        ]
+    )
+    todo_rev = doc(a, "p")["_rev"]
+    settle((a, b), lambda url: doc(url, "p").get("_rev") == todo_rev)
+    claimed = pool.claim(PilotInfo(pilot="winner", host="wn1"))
+    assert claimed is not None and claimed.id == "p"
+    pool.confirm("p", "winner")
+    done = pool._update(
+        "p", lambda t: transitions.finish(t, "winner", 2.0, output="file:///out/p")
+    )  # finished, children not told yet
+    ghost = {k: v for k, v in claimed.to_doc().items() if not k.startswith("_")}
+    ghost["attempts"][-1]["pilot"] = "ghost"
+    graft(a, "p", todo_rev, ghost, length=6)
+    assert doc(a, "p")["status"] == "locked"  # what CouchDB shows: the longest branch
+    pool.settle(done)
+    assert doc(a, "c")["status"] == "todo"
+    assert doc(a, "c")["input"] == ["file:///out/p"]
+    assert doc(a, "p")["status"] == "done" and conflicted(a) == {}
