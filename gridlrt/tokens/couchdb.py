@@ -13,6 +13,13 @@ id) from a random place, jumping elsewhere when it meets a taken one: concurrent
 spread out instead of all going for the head, and it backs off with jitter when a read is
 used up. Figures in ``bench/RESULTS.md`` (issue 18).
 
+On more than one copy (a CouchDB cluster, or ``replicas`` that replicate with this database)
+each copy may accept a claim of the same revision; both survive as conflicting revisions.
+Then a claim is checked on this copy after it is made and at every heartbeat, and confirmed
+on every copy before its pilot publishes anything (:meth:`CouchDBPool.confirm`); the losing
+revisions are deleted, by the rule of :mod:`gridlrt.tokens.conflicts`. Figures in
+``bench/RESULTS.md`` (issue 19).
+
 Every request is retried with backoff on connection errors and 5xx answers, a bounded number
 of times; then :class:`~gridlrt.errors.PoolUnavailable` says so in one line. Credentials go in
 the HTTP session, never in a URL that is shown.
