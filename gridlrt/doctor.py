@@ -272,7 +272,13 @@ def check_pool(settings: Settings) -> list[Check]:
     if settings.pool_kind == "embedded":
         rows.append(_check_sqlite_pool(settings.sqlite_path, shown))
     else:
-        rows.append(_check_couchdb_pool(settings, shown))
+        rows.append(_check_couchdb_pool(settings, settings.pool, shown))
+        for k, replica in enumerate(settings.pool_replica_urls, 1):  # claims wait on each
+            rows.append(
+                _check_couchdb_pool(
+                    settings, replica, redact_url(replica), name=f"pool replica {k}"
+                )
+            )
     return rows
 
 
@@ -304,31 +310,33 @@ def _check_sqlite_pool(path: Path, shown: str) -> Check:
     return Check(name="token pool", status=Status.OK, detail=f"embedded {shown}")
 
 
-def _check_couchdb_pool(settings: Settings, shown: str) -> Check:
+def _check_couchdb_pool(
+    settings: Settings, url: str, shown: str, *, name: str = "token pool"
+) -> Check:
     from gridlrt.credentials import couchdb_auth  # local: only CouchDB users need it
 
     try:
         auth = couchdb_auth(settings)
-        response = requests.get(settings.pool, auth=auth, timeout=10)
+        response = requests.get(url, auth=auth, timeout=10)
     except requests.RequestException as exc:
         return Check(
-            name="token pool",
+            name=name,
             status=Status.FAIL,
             detail=f"CouchDB {shown} unreachable ({type(exc).__name__})",
             fix="check the host/port, your network, and that the server runs",
         )
     except Exception as exc:  # CredentialsError etc.: already a one-line message
-        return Check(name="token pool", status=Status.FAIL, detail=str(exc))
+        return Check(name=name, status=Status.FAIL, detail=str(exc))
     if response.status_code == 200:
         count = response.json().get("doc_count", "?")
-        return Check(name="token pool", status=Status.OK, detail=f"CouchDB {shown} ({count} docs)")
+        return Check(name=name, status=Status.OK, detail=f"CouchDB {shown} ({count} docs)")
     fixes = {
         401: f"wrong or missing credentials: fill {settings.pool_credentials}",
         403: "the CouchDB user may not read this database: ask its admin",
         404: "database does not exist: run `gridlrt pool init`",
     }
     return Check(
-        name="token pool",
+        name=name,
         status=Status.FAIL,
         detail=f"CouchDB {shown} answered HTTP {response.status_code}",
         fix=fixes.get(response.status_code, "check the URL"),

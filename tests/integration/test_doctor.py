@@ -181,3 +181,16 @@ def test_measures_directory_from_casarc(tmp_path: Path) -> None:
     assert candidates[0] == data
     assert doctor.check_measures_data(candidates).detail == str(data)
     assert doctor.check_measures_data([tmp_path / "empty"]).status is doctor.Status.FAIL
+
+
+def test_every_copy_of_a_replicated_pool_is_checked(
+    couchdb: CouchDB, couchdb_database: str, clean_env: dict[str, str]
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}/lofar_tokens"
+    env = {**clean_env, "GRIDLRT_POOL_REPLICAS": f"{couchdb_database},{down}"}
+    result = run_doctor("--json", "--pool", couchdb_database, env=env)
+    found = rows(result)
+    assert found["pool replica 1"]["status"] == "ok"
+    assert found["pool replica 2"]["status"] == "fail"
+    assert "unreachable" in str(found["pool replica 2"]["detail"])
+    assert result.returncode == 1
