@@ -111,6 +111,11 @@ def _transient(exc: Exception) -> str | None:
     return None
 
 
+def _number(value: Any) -> float:
+    """A number field of a raw document (0 when it is not one)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
 def _json(response: Answer) -> dict[str, Any]:
     try:
         body = response.json()
@@ -649,6 +654,27 @@ class CouchDBPool(TokenPool):
             log.warning("%s has no conflicts view; run `gridlrt pool init`", self.url)
             return 0
         return sum(1 for token_id in ids if self.resolve(token_id))
+
+    def _silent_everywhere(self, token_id: str, cutoff: float) -> bool:
+        """On a replicated pool a pilot heartbeats on its own copy: before a token is taken
+        from it, every copy is asked (all revisions, conflicting ones too) for a heartbeat
+        since ``cutoff``. A copy that does not answer keeps the token where it is."""
+        if not self.replicas:
+            return True
+        for node in self.replicas:
+            try:
+                found = node._leaves(token_id)
+            except PoolUnavailable as exc:
+                log.warning("token %s not recovered: %s", token_id, exc)
+                return False
+            for leaf in found:
+                if leaf.deleted or leaf.doc.get("status") not in {s.value for s in ACTIVE}:
+                    continue
+                beat = max(_number(leaf.doc.get("heartbeat")), _number(leaf.doc.get("lock")))
+                if beat >= cutoff:
+                    log.info("token %s not recovered: alive on %s", token_id, node.url)
+                    return False
+        return True
 
     def _check(self, token: Token) -> None:
         attempt = token.current_attempt

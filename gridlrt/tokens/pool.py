@@ -211,6 +211,11 @@ class TokenPool(ABC):
         pool, a CouchDB cluster): then claims are confirmed and conflicts settled."""
         return False
 
+    def _silent_everywhere(self, token_id: str, cutoff: float) -> bool:
+        """Whether no copy of the pool has a sign of life of the token's pilot since
+        ``cutoff`` (recover takes it only then). True on a pool of one copy."""
+        return True
+
     def resolve(self, token_id: str) -> bool:
         """Settle conflicting revisions of one token: the winner (see
         :mod:`gridlrt.tokens.conflicts`) stays, the others are deleted. True when there were
@@ -587,6 +592,8 @@ class TokenPool(ABC):
 
         done: list[str] = []
         for token_id in self._stale_ids(cutoff):
+            if not self._silent_everywhere(token_id, cutoff):
+                continue  # its pilot is alive on another copy of the pool
             try:
                 if dry_run:
                     change(self.get(token_id))

@@ -29,6 +29,7 @@ from gridlrt.worker.pilot import Pilot, PilotOptions
 from gridlrt.worker.steps import StepConfig
 from tests.gridlrt_cli import cli_env, gridlrt
 from tests.services.couchdb import ReplicatedCouchDB
+from tests.services.process import free_port
 
 
 def conflicted(db_url: str) -> dict[str, list[str]]:
@@ -501,3 +502,26 @@ def test_a_promotion_reads_the_winning_revision_of_a_parent_not_the_longest(
     assert doc(a, "c")["status"] == "todo"
     assert doc(a, "c")["input"] == ["file:///out/p"]
     assert doc(a, "p")["status"] == "done" and conflicted(a) == {}
+
+
+def test_recover_leaves_a_token_whose_pilot_heartbeats_on_another_copy(
+    replicated_couchdb: ReplicatedCouchDB,
+) -> None:
+    """The copy `tokens recover` runs on has not heard from the pilot lately (replication
+    lags, or is down); the pilot's own copy has: the token stays with its pilot. A copy that
+    does not answer keeps it too. Without the other copies named, it would be taken."""
+    a, b = replicated_couchdb.new_pair(continuous=False)
+    pool_a = CouchDBPool(a, replicas=[b])
+    pool_a.init()
+    pool_a.create([new_token("sb_005", inputs="L1_SB005")])
+    assert pool_a.claim(PilotInfo(pilot="p", host="wn", heartbeat_interval=0.3)) is not None
+    replicated_couchdb.replicate(a, b)
+    time.sleep(1.0)
+    beat = pool_a.heartbeat("sb_005", "p").heartbeat  # on the pilot's copy only
+    when = {"stale_after": 0.7, "now": beat + 0.2, "force": True}
+    assert CouchDBPool(b, replicas=[a]).recover(**when) == []
+    assert doc(b, "sb_005")["status"] == "locked"
+    down = CouchDBPool(b, replicas=[f"http://127.0.0.1:{free_port()}/x"], retries=1)
+    assert down.recover(**when) == []
+    assert CouchDBPool(b).recover(**when) == ["sb_005"]  # a pool that knows no other copy
+    assert doc(b, "sb_005")["status"] == "todo"
