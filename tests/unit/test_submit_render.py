@@ -204,6 +204,9 @@ def test_pilots_are_told_of_the_pool_s_other_copies_without_their_credentials(
     )
     last = sub.files["slurm.sh"].strip().splitlines()[-1]
     assert f"--pool-replicas {','.join(copies)}" in last
+    for grid, name in ((DiracSubmitter(), "pilot-0.jdl"), (GliteSubmitter(), "pilot.jdl")):
+        jdl = parse_jdl(grid.prepare(request(tmp_path, pool_replicas=copies)).files[name])
+        assert f"--pool-replicas {','.join(copies)}" in str(attribute(jdl, "Arguments"))
     plain = SlurmSubmitter(python="/opt/venv/bin/python").prepare(request(tmp_path))
     assert "--pool-replicas" not in plain.files["slurm.sh"]
     with pytest.raises(InputError, match="carries credentials"):
