@@ -17,6 +17,21 @@ Used by ``tests/integration/test_chaos.py`` (small, seeded, asserts zero) and
   ``stale_after`` s, paused during the outage and for a while after it (heartbeats are stale
   right after any outage: recovering then would take tokens from live pilots).
 
+With ``replicas`` (CouchDB only, issue 19) the pool is two pouchdb-servers, each with the pool
+database, replicating continuously both ways; pilots alternate between the copies (``--pool A
+--pool-replicas B``, then ``--pool B --pool-replicas A``), the harness (tokens, recover, the
+phase of a kill) uses the first copy, and the outage stops the second copy and restarts it on
+its port with its data. Both replications run inside the second server: pouchdb-server 4.2.0
+cannot keep them (no ``_replicator`` persistence), and a server that runs a continuous
+replication whose other side goes away crashes (an unhandled replication error); so they die
+with the second server, and are started again after each restart (also if it crashed). They
+reach the first server through a proxy that holds each request ``lag`` seconds (as between
+sites; 0.3 s makes a change take about 0.5 s from the first copy to the second and 1.6 s back,
+on localhost 0.1 s): a claim made on one copy is not seen on the other for that long, the
+window in which two pilots can claim one token. Every
+``out.txt`` is watched while the pilots run, to catch an output published by an attempt that
+was discarded later (a losing claim), even if a later attempt replaced it.
+
 With ``pipeline``, the tokens are a small pipeline instead of independent tokens: ``tokens``
 scatter tokens (the payload above), a gather token over each ``group`` of them, and one final
 token over every gather token, built by hand as waiting tokens that list their parents
@@ -32,8 +47,14 @@ one attempt or incomplete; ``.part`` leftovers; processes of killed pilots still
 work directories left behind; and, for a pipeline, children stranded (waiting although their
 parents decided them), promoted twice (every write of every child is kept: an audit trigger
 on SQLite, every revision on CouchDB) and with wrong gathered inputs (input, provenance or what
-the payload saw is not exactly its parents' outputs, each once). Every count but
-``done_once`` must be zero.
+the payload saw is not exactly its parents' outputs, each once). With ``replicas``, once
+replication has settled: documents whose revision differs between the copies, documents with
+conflicts left on either copy, tokens with an ``out.txt`` (at the end, or seen during the run)
+written by an attempt the token's final document does not know (a losing claim's, whose
+revisions were deleted), and losing revisions (deleted leaves of a token's revision tree) done
+by an attempt that the winning revision has not done: a finish accepted and then thrown away;
+and, as figures, the claims that lost (wasted attempts) and the pilots' "its work here is
+discarded" lines. Every count but ``done_once`` must be zero.
 """
 
 from __future__ import annotations
@@ -49,9 +70,13 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
@@ -60,6 +85,9 @@ from gridlrt.tokens import Token, TokenPool, TokenStatus, dependencies, new_toke
 from gridlrt.tokens.couchdb import CouchDBPool
 from gridlrt.tokens.model import ACTIVE, FINISHED, Depends, ParentGroup
 from gridlrt.tokens.sqlite import SQLitePool
+
+if TYPE_CHECKING:
+    from tests.services.couchdb import CouchDB
 
 GRIDLRT = str(Path(sys.executable).with_name("gridlrt"))
 LINES = 5
@@ -105,6 +133,8 @@ class ChaosConfig:
     group: int = 4
     aimed_kills: int = 0  # kills of a pilot the moment its parent token is done
     quiet: float = 20.0  # pipeline: end when nothing was todo or active for this long
+    replicas: bool = False  # couchdb: two servers replicating both ways; the second goes away
+    lag: float = 0.3  # replicas: seconds each replication request to the first copy is held
 
 
 @dataclass
@@ -137,19 +167,33 @@ class ChaosReport:
     stranded: int = 0
     promoted_twice: int = 0
     gathered_wrong: int = 0
+    # a replicated pool
+    replicas: bool = False
+    copies_differ: int = 0  # documents whose _rev differs between the copies (or on one only)
+    conflicts_left: int = 0  # documents with _conflicts on either copy
+    loser_outputs: int = 0  # tokens with an out.txt written by an attempt the token lost
+    losers_done: int = 0  # losing revisions (deleted) done by an attempt the winner has not done
+    lost_claims: int = 0  # losing revisions whose attempt is not the winner's: wasted attempts
+    lost_claims_by_phase: dict[str, int] = field(default_factory=dict)  # ... as far as they got
+    lost_writes: int = 0  # other losing revisions (the winner's attempt: heartbeat vs recover)
+    discarded: int = 0  # pilots' "its work here is discarded" (LostClaim in a token's work)
+    discarded_conflict: int = 0  # ... of which said another pilot's claim won
+    settle_seconds: float = 0.0  # replication settling after the last pilot
+    replica_crashes: int = 0  # the second server died outside the outage (restarted)
 
     @property
     def failures(self) -> dict[str, int]:
         """Every count that must be zero, by name."""
         names = (
             "done_twice lost in_error mixed_outputs incomplete_outputs part_files "
-            "stray_processes workdirs_left stranded promoted_twice gathered_wrong"
+            "stray_processes workdirs_left stranded promoted_twice gathered_wrong "
+            "copies_differ conflicts_left loser_outputs losers_done"
         )
         return {n: getattr(self, n) for n in names.split() if getattr(self, n)}
 
     def lines(self) -> list[str]:
         phases = ", ".join(f"{k} {v}" for k, v in sorted(self.kills_by_phase.items()))
-        return [
+        lines = [
             f"backend {self.backend}: {self.tokens} tokens in {self.seconds:.1f} s, "
             f"{self.pilots_started} pilots started, {self.attempts} attempts",
             f"  SIGKILLs {self.kills} ({phases}); pool outages {self.outages} "
@@ -159,65 +203,209 @@ class ChaosReport:
             f"  outputs mixed {self.mixed_outputs}, incomplete {self.incomplete_outputs}; "
             f".part files {self.part_files}; stray processes {self.stray_processes}; "
             f"work directories left {self.workdirs_left}",
-        ] + (
-            [
+        ]
+        if self.pipeline:
+            lines += [
                 f"  pipeline: {self.children} children, {self.promotions} promotions; kills "
                 f"aimed at a parent just done {self.aimed} ({self.aimed_before_settle} before "
                 "its children were told)",
                 f"  children stranded {self.stranded}, promoted twice {self.promoted_twice}, "
                 f"gathered inputs wrong {self.gathered_wrong}",
             ]
-            if self.pipeline
-            else []
-        )
+        if self.replicas:
+            lost = ", ".join(f"{k} {v}" for k, v in sorted(self.lost_claims_by_phase.items()))
+            lines += [
+                f"  replicas: copies differ {self.copies_differ}, conflicts left "
+                f"{self.conflicts_left}, outputs of a losing attempt {self.loser_outputs}, "
+                f"losing revisions that were done {self.losers_done} (replication settled in "
+                f"{self.settle_seconds:.1f} s; second server crashes {self.replica_crashes})",
+                f"  wasted attempts: claims that lost {self.lost_claims} ({lost}), other losing "
+                f"writes {self.lost_writes}; pilots discarded work {self.discarded} times "
+                f"({self.discarded_conflict} saying another claim won)",
+            ]
+        return lines
 
 
 class _Pool:
-    """The pool under test and how to take it away and bring it back."""
+    """The pool under test and how to take it away and bring it back. With replicas: two
+    pouchdb-servers, the first (``url``) stays up, the second (``replica_url``) goes away."""
 
     def __init__(self, config: ChaosConfig) -> None:
         self.config = config
-        self.server = None
+        self.servers: list[CouchDB] = []  # the last one is the one that goes away
+        self.replica_url: str | None = None
         self._lock: sqlite3.Connection | None = None
         if config.backend == "sqlite":
+            if config.replicas:
+                raise ValueError("replicas: CouchDB only")
             self.url = f"sqlite:///{config.workdir / 'pool.sqlite'}"
             self.pool: TokenPool = SQLitePool(config.workdir / "pool.sqlite", busy_timeout=600)
-        else:
-            from tests.services.couchdb import start_pouchdb_server
-
-            self.server = start_pouchdb_server(config.workdir / "couch")
-            self.port = int(self.server.url.rsplit(":", 1)[1])
-            self.url = self.server.new_database("chaos")
+        elif not config.replicas:
+            self.servers = [_server(config.workdir / "couch")]
+            self.url = self.servers[0].new_database("chaos")
             self.pool = CouchDBPool(self.url, patience=600)
+        else:
+            self.servers = [_server(config.workdir / "couch"), _server(config.workdir / "couch-b")]
+            name = f"chaos_{uuid.uuid4().hex[:12]}"
+            self.url, self.replica_url = (f"{s.url}/{name}" for s in self.servers)
+            for url in (self.url, self.replica_url):
+                requests.put(url, timeout=30).raise_for_status()
+            self.lag = _LagServer(self.servers[0].url, config.lag)
+            threading.Thread(target=self.lag.serve_forever, name="lag", daemon=True).start()
+            self.lagged_url = f"http://127.0.0.1:{self.lag.server_address[1]}/{name}"
+            self.replicate()
+            self.pool = CouchDBPool(self.url, patience=600, replicas=[self.replica_url])
+        if self.servers:
+            self.port = int(self.servers[-1].url.rsplit(":", 1)[1])
         self.pool.init()
 
     def twin(self) -> TokenPool:
         """Another pool object on the same storage (for another thread of the harness)."""
-        if self.server is None:
+        if not self.servers:
             return SQLitePool(self.config.workdir / "pool.sqlite", busy_timeout=600)
-        return CouchDBPool(self.url, patience=600)
+        return CouchDBPool(self.url, patience=600, replicas=self.replicas_of(self.url))
+
+    def observer(self) -> TokenPool:
+        """A pool object that only reads (the judge's): on replicas, one that does not know of
+        them, so reading settles no conflict."""
+        if self.replica_url is None:
+            return self.pool
+        return CouchDBPool(self.url, patience=60)
+
+    @property
+    def copies(self) -> list[str]:
+        return [self.url] if self.replica_url is None else [self.url, self.replica_url]
+
+    def replicas_of(self, url: str) -> list[str]:
+        return [u for u in self.copies if u != url]
+
+    def pilot_args(self, k: int) -> list[str]:
+        """``--pool`` (and ``--pool-replicas``) of the ``k``-th pilot: copies alternate."""
+        own = self.copies[k % len(self.copies)]
+        others = self.replicas_of(own)
+        return ["--pool", own, *(["--pool-replicas", ",".join(others)] if others else [])]
+
+    def replicate(self) -> None:
+        """Start the continuous replications both ways, inside the second server (see the
+        module docstring: they die with it, and start again with it)."""
+        assert self.replica_url is not None
+        first = self.lagged_url
+        for source, target in ((first, self.replica_url), (self.replica_url, first)):
+            requests.post(
+                f"{self.servers[-1].url}/_replicate",
+                json={"source": source, "target": target, "continuous": True},
+                timeout=60,
+            ).raise_for_status()
+
+    def replica_crashed(self) -> bool:
+        """The second server (that runs the replications) died by itself."""
+        return self.replica_url is not None and not self.servers[-1].process.alive
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.process.stop()
+        if self.servers:
+            self.servers[-1].process.stop()
         else:
             self._lock = sqlite3.connect(self.config.workdir / "pool.sqlite", timeout=60)
             self._lock.execute("BEGIN EXCLUSIVE")
 
     def start(self) -> None:
-        if self.server is not None:
-            from tests.services.couchdb import start_pouchdb_server
-
-            self.server = start_pouchdb_server(self.config.workdir / "couch", port=self.port)
+        if self.servers:
+            directory = "couch" if self.replica_url is None else "couch-b"
+            self.servers[-1] = _server(self.config.workdir / directory, port=self.port)
+            if self.replica_url is not None:
+                self.replicate()
         elif self._lock is not None:
             self._lock.execute("ROLLBACK")
             self._lock.close()
             self._lock = None
 
+    def in_sync(self, timeout: float) -> float:
+        """Wait until every copy has the same revision of every document (twice in a row, a
+        second apart): how long it took; the timeout when they never got there."""
+        if self.replica_url is None:
+            return 0.0
+        t0 = time.monotonic()
+        last: list[dict[str, str]] | None = None
+        while time.monotonic() - t0 < timeout:
+            now = [_revisions(url) for url in self.copies]
+            if all(r == now[0] for r in now) and now == last:
+                return time.monotonic() - t0
+            last = now
+            time.sleep(1.0)
+        return timeout
+
     def close(self) -> None:
         self.pool.close()
-        if self.server is not None:
-            self.server.process.stop()
+        for server in self.servers:
+            server.process.stop()
+        if self.replica_url is not None:
+            self.lag.shutdown()
+            self.lag.server_close()
+
+
+class _Lag(BaseHTTPRequestHandler):
+    """Forward each request to the upstream server after holding it ``delay`` seconds; one
+    request per connection."""
+
+    protocol_version = "HTTP/1.1"
+    server: _LagServer
+    HOP = ("host", "content-length", "transfer-encoding", "connection", "keep-alive",
+           "accept-encoding", "content-encoding", "date", "server")  # fmt: skip
+
+    def _forward(self) -> None:
+        self.close_connection = True
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        time.sleep(self.server.delay)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in self.HOP}
+        try:
+            answer = requests.request(
+                self.command, self.server.upstream + self.path, headers=headers, data=body,
+                timeout=600,
+            )  # fmt: skip
+        except requests.RequestException:
+            return  # the replication sees the connection end, as with the server gone
+        self.send_response(answer.status_code)
+        for key, value in answer.headers.items():
+            if key.lower() not in self.HOP:
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(answer.content)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(answer.content)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet
+        pass
+
+
+class _LagServer(ThreadingHTTPServer):
+    """The replication's way to the first copy (see :class:`_Lag`)."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: str, delay: float) -> None:
+        super().__init__(("127.0.0.1", 0), _Lag)
+        self.upstream, self.delay = upstream, delay
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client gone meanwhile (the second server stopped): nothing to tell
+
+
+def _server(directory: Path, port: int | None = None) -> CouchDB:
+    from tests.services.couchdb import start_pouchdb_server
+
+    return start_pouchdb_server(directory, port=port)
+
+
+def _revisions(db_url: str) -> dict[str, str]:
+    """Every document's winning revision on one copy (none on a copy that is down)."""
+    try:
+        rows = requests.get(f"{db_url}/_all_docs", timeout=30).json()["rows"]
+    except (requests.RequestException, ValueError, KeyError):
+        return {}
+    return {row["id"]: row["value"]["rev"] for row in rows}
 
 
 # --- every status a token went through, from the pool's own storage --------------------------
@@ -247,9 +435,13 @@ def record_history(pool: TokenPool) -> None:
             db.executescript(HISTORY_SQL)
 
 
-def status_history(pool: TokenPool, token_id: str, *, merged: bool = False) -> list[str]:
+def status_history(
+    pool: TokenPool, token_id: str, *, merged: bool = False, copies: Sequence[str] = ()
+) -> list[str]:
     """The status after each write of ``token_id``, oldest first; ``merged``: repeats of one
-    status merged (the statuses it went through). (On SQLite a claim is two writes.)"""
+    status merged (the statuses it went through). (On SQLite a claim is two writes.) On a
+    replicated CouchDB pool, an older revision's body may be only on the copy that wrote it:
+    ``copies`` are the other copies to look in."""
     statuses: list[str] = []
     if isinstance(pool, SQLitePool):
         with contextlib.closing(sqlite3.connect(pool.path, timeout=60)) as db:
@@ -263,9 +455,10 @@ def status_history(pool: TokenPool, token_id: str, *, merged: bool = False) -> l
         latest = requests.get(doc_url, params={"revs": "true"}, timeout=30).json()
         start, hashes = latest["_revisions"]["start"], latest["_revisions"]["ids"]
         for back, rev_hash in reversed(list(enumerate(hashes))):
-            rev = f"{start - back}-{rev_hash}"
-            doc = requests.get(doc_url, params={"rev": rev}, timeout=30).json()
-            statuses.append(Token.from_doc(doc).status.value)
+            token = _revision([pool.db_url, *copies], token_id, f"{start - back}-{rev_hash}")
+            if token is None:
+                raise AssertionError(f"{token_id}: revision {start - back}-{rev_hash} is nowhere")
+            statuses.append(token.status.value)
     if not merged:
         return statuses
     return [s for i, s in enumerate(statuses) if i == 0 or statuses[i - 1] != s]
@@ -339,7 +532,12 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
     scratch = config.workdir / "scratch"
     logs = config.workdir / "logs"
     logs.mkdir(exist_ok=True)
-    report = ChaosReport(backend=config.backend, tokens=config.tokens, pipeline=config.pipeline)
+    report = ChaosReport(
+        backend=config.backend,
+        tokens=config.tokens,
+        pipeline=config.pipeline,
+        replicas=config.replicas,
+    )
     target = _Pool(config)
     pool = target.pool
     if config.pipeline:
@@ -353,6 +551,8 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
         pool.create(
             [new_token(f"chaos_{i:04d}", inputs="none", step="chaos") for i in range(config.tokens)]
         )
+    if target.in_sync(120) >= 120:  # every copy has the tokens and the design document
+        raise AssertionError("the copies of the pool did not get in sync within 120 s")
     started = time.monotonic()
     running: dict[str, subprocess.Popen[bytes]] = {}
     procs = threading.Lock()  # running, killed and the kill counts: the aiming thread's too
@@ -360,14 +560,20 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
     stop_recover = threading.Event()
     recover_paused_until = [0.0]
     pool_down = threading.Event()
+    on_replica: set[str] = set()  # pilots on the copy that goes away (with replicas)
+    seen: dict[str, set[str]] = {}  # token -> every out.txt mark seen while the pilots ran
+    stop_watching = threading.Event()
 
     def start_pilot(idle: str = "3s") -> None:
         name = f"chaos-pilot-{report.pilots_started}"
+        pool_args = target.pilot_args(report.pilots_started)
+        if target.replica_url is not None and pool_args[1] == target.replica_url:
+            on_replica.add(name)
         report.pilots_started += 1
         with (logs / f"{name}.log").open("wb") as out:
             running[name] = subprocess.Popen(
                 [
-                    GRIDLRT, "worker", "run", "--pool", target.url, "--steps-dir", str(steps),
+                    GRIDLRT, "worker", "run", *pool_args, "--steps-dir", str(steps),
                     "--heartbeat", f"{config.heartbeat}s", "--idle-timeout", idle,
                     "--pool-patience", "10m", "--workdir", str(scratch),
                     "--output-root", results.as_uri(),
@@ -462,6 +668,9 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
         pool_down.clear()
 
     outage: threading.Thread | None = None
+    outputs_watch = threading.Thread(target=_watch_outputs, args=(results, stop_watching, seen))
+    if config.replicas:
+        outputs_watch.start()
     recoverer = threading.Thread(target=recover_loop, daemon=True)
     recoverer.start()
     stop_aiming = threading.Event()
@@ -483,7 +692,12 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
             if report.kills - report.aimed < config.kills and now >= next_kill and running:
                 with procs:
                     name = rng.choice(sorted(running))
-                phase = "pool down" if pool_down.is_set() else _phase(pool, name)
+                if not pool_down.is_set():
+                    phase = _phase(pool, name)
+                elif config.replicas:  # the first copy is there: pilots on it work on
+                    phase = "copy down" if name in on_replica else _phase(pool, name)
+                else:
+                    phase = "pool down"
                 with procs:
                     kill(name, phase)
                 # fewer kills while the pool is away: most should hit pilots at work
@@ -493,6 +707,9 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
                 for name, proc in list(running.items()):
                     if proc.poll() is not None:
                         running.pop(name)
+            if not pool_down.is_set() and target.replica_crashed():
+                report.replica_crashes += 1  # it runs the replications: they died with it
+                target.start()
             more = pool_down.is_set() or todo_left()  # pilots also start during the outage
             if not more and not running and report.outages:
                 break
@@ -525,13 +742,27 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
             if proc.poll() is None:
                 proc.kill()
         report.seconds = time.monotonic() - started
-        _judge(report, pool, results, scratch, killed)
+        stop_watching.set()
+        if outputs_watch.is_alive():
+            outputs_watch.join(30)
+        if config.replicas:  # first: the judge's reading settles nothing
+            _judge_copies(report, target, results, seen)
+            _count_discarded(report, logs)
+        observer = target.observer()
+        _judge(report, observer, results, scratch, killed, target.replicas_of(target.url))
+        if observer is not pool:
+            observer.close()
         target.close()
     return report
 
 
 def _judge(
-    report: ChaosReport, pool: TokenPool, results: Path, scratch: Path, killed: list[int]
+    report: ChaosReport,
+    pool: TokenPool,
+    results: Path,
+    scratch: Path,
+    killed: list[int],
+    copies: Sequence[str] = (),
 ) -> None:
     statuses: Counter[str] = Counter()
     everything = list(pool.tokens())
@@ -559,15 +790,137 @@ def _judge(
     report.lost += report.tokens - sum(statuses.values())
     report.lost += sum(n for s, n in statuses.items() if s not in ("done", "error"))
     if report.pipeline:
-        _judge_children(report, pool, {t.id: t for t in everything}, results)
+        _judge_children(report, pool, {t.id: t for t in everything}, results, copies)
     report.part_files = sum(1 for p in results.rglob("*") if ".part" in p.name)
     report.stray_processes = _strays(scratch, killed)
     if scratch.exists():
         report.workdirs_left = sum(1 for p in scratch.iterdir() if p.is_dir())
 
 
+def _marks(path: Path) -> set[str]:
+    """The work directories (``<token>.<attempt>``) named in an ``out.txt``."""
+    try:
+        return {line.split()[0] for line in path.read_text().splitlines() if line.strip()}
+    except OSError:
+        return set()
+
+
+def _watch_outputs(results: Path, stop: threading.Event, seen: dict[str, set[str]]) -> None:
+    """Until ``stop``: every 0.2 s, note the marks of every new or changed ``out.txt`` (an
+    upload renames it into place whole), so one that is replaced later is still seen."""
+    stamps: dict[Path, tuple[int, int, int]] = {}
+    while True:
+        last = stop.is_set()
+        for path in results.glob("*/out.txt") if results.is_dir() else ():
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if stamps.get(path) != stamp:
+                stamps[path] = stamp
+                seen.setdefault(path.parent.name, set()).update(_marks(path))
+        if last:  # one more look after the pilots ended
+            return
+        stop.wait(0.2)
+
+
+def _all_docs(db_url: str) -> dict[str, dict[str, Any]]:
+    rows = requests.get(
+        f"{db_url}/_all_docs", params={"include_docs": "true", "conflicts": "true"}, timeout=60
+    ).json()["rows"]
+    return {row["id"]: row["doc"] for row in rows if isinstance(row.get("doc"), dict)}
+
+
+def _leaves(db_url: str, token_id: str) -> list[dict[str, Any]]:
+    """Every leaf of a document's revision tree (deleted ones too), with its history."""
+    answer = requests.get(
+        f"{db_url}/{quote(token_id, safe='')}",
+        params={"open_revs": "all", "revs": "true"},
+        headers={"Accept": "application/json"},
+        timeout=60,
+    ).json()
+    return [e["ok"] for e in answer if isinstance(e, dict) and isinstance(e.get("ok"), dict)]
+
+
+def _judge_copies(
+    report: ChaosReport, target: _Pool, results: Path, seen: dict[str, set[str]]
+) -> None:
+    """Once replication has settled: copies that differ, conflicts left, outputs of attempts
+    the token's final document does not know, and the losing revisions (what the claims that
+    lost had done, and any finish that was thrown away)."""
+    report.settle_seconds = target.in_sync(120)
+    docs = {url: _all_docs(url) for url in target.copies}
+    ids = set().union(*docs.values())
+    report.copies_differ = sum(
+        1 for i in ids if len({(d.get(i) or {}).get("_rev") for d in docs.values()}) > 1
+    )
+    report.conflicts_left = sum(
+        1 for i in ids if any((d.get(i) or {}).get("_conflicts") for d in docs.values())
+    )
+    for token_id, doc in sorted(docs[target.url].items()):
+        if token_id.startswith("_design/"):
+            continue
+        token = Token.from_doc(doc)
+        known = {f"{token.id}.{a.id}" for a in token.attempts}
+        marks = seen.get(token_id, set()) | _marks(results / token_id / "out.txt")
+        report.loser_outputs += bool(marks - known)
+        # the losing revisions: each deleted leaf's parent (found on any copy), the furthest
+        # one of each attempt (a losing branch may be deleted at two points, once per copy)
+        parents: set[str] = set()
+        for url in target.copies:
+            for leaf in _leaves(url, token_id):
+                history = leaf.get("_revisions") or {}
+                if leaf.get("_deleted") and len(history.get("ids", ())) > 1:
+                    parents.add(f"{history['start'] - 1}-{history['ids'][1]}")
+        losers: dict[str | None, tuple[int, Token]] = {}
+        for rev in parents:
+            loser = _revision(target.copies, token_id, rev)
+            if loser is None:
+                continue
+            attempt = loser.current_attempt.id if loser.current_attempt is not None else None
+            generation = int(rev.split("-")[0])
+            if attempt not in losers or losers[attempt][0] < generation:
+                losers[attempt] = (generation, loser)
+        winner_attempts = {a.id for a in token.attempts}
+        winner_done = {a.id for a in token.attempts if a.outcome == "done"}
+        for attempt_id, (_, loser) in losers.items():
+            # a finish thrown away; not a losing write of a finish the winner has as well (two
+            # pool users marking one finished parent settled, once on each copy)
+            report.losers_done += loser.status is TokenStatus.DONE and attempt_id not in winner_done
+            if attempt_id is not None and attempt_id not in winner_attempts:
+                report.lost_claims += 1
+                phase = loser.status.value
+                report.lost_claims_by_phase[phase] = report.lost_claims_by_phase.get(phase, 0) + 1
+            else:
+                report.lost_writes += 1
+
+
+def _revision(copies: list[str], token_id: str, rev: str) -> Token | None:
+    """One revision of a token, from the first copy that has its body (replication carries
+    only the leaves' bodies: an older revision may be on the copy that wrote it only)."""
+    for url in copies:
+        answer = requests.get(f"{url}/{quote(token_id, safe='')}", params={"rev": rev}, timeout=60)
+        if answer.ok:
+            return Token.from_doc(answer.json())
+    return None
+
+
+def _count_discarded(report: ChaosReport, logs: Path) -> None:
+    """The pilots' own word (killed ones too): work on a token discarded (LostClaim)."""
+    for path in logs.glob("*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if "its work here is discarded" in line:
+                report.discarded += 1
+                report.discarded_conflict += "claim won" in line
+
+
 def _judge_children(
-    report: ChaosReport, pool: TokenPool, tokens: dict[str, Token], results: Path
+    report: ChaosReport,
+    pool: TokenPool,
+    tokens: dict[str, Token],
+    results: Path,
+    copies: Sequence[str] = (),
 ) -> None:
     """Per token with parents: promoted how many times (every write of it, from the pool's
     storage), stranded (waiting or blocked although settling it now would change it), and,
@@ -576,7 +929,7 @@ def _judge_children(
         if child.depends is None:
             continue
         report.children += 1
-        promoted = promotions(status_history(pool, child.id))
+        promoted = promotions(status_history(pool, child.id, copies=copies))
         report.promotions += promoted
         report.promoted_twice += promoted > 1
         parents: dict[str, Token | None] = {i: tokens.get(i) for i in child.depends.parent_ids}

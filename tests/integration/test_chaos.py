@@ -3,8 +3,10 @@ while 20 of them are SIGKILLed at random moments and the pool goes away for 20 s
 token is done exactly once, every output was written by exactly one attempt and is complete,
 and nothing is left behind (no .part file, no process of a killed pilot, no work directory).
 The same with a small pipeline (scatter -> gather -> final): no child stranded, promoted twice
-or given the wrong inputs. bench/chaos.py runs the same harness (tests/chaos.py) at a larger
-size (--pipeline for the pipeline)."""
+or given the wrong inputs. The same on a pool of two replicating CouchDB copies, one of which
+goes away: every token published once, the copies alike, no conflict left. bench/chaos.py runs
+the same harness (tests/chaos.py) at a larger size (--pipeline for the pipeline, --replicas
+for two copies)."""
 
 from __future__ import annotations
 
@@ -52,6 +54,44 @@ def test_a_pipeline_under_kills_and_an_outage_strands_nothing_and_promotes_once(
     assert report.tokens == 51 and report.children == 11
     assert report.done_once == report.tokens and report.promotions == report.children
     assert report.kills >= 20 and report.aimed >= 4 and report.outages == 1
+
+
+def test_a_replicated_pool_under_kills_and_an_outage_of_one_copy_publishes_every_token_once(
+    tmp_path: Path,
+) -> None:
+    """Issue 19: 30 tokens on two pouchdb-servers replicating both ways (each request of the
+    replication to the first held 0.3 s: a change takes 0.5-1.6 s to cross), 4 pilots
+    alternating between the copies with --pool-replicas, 10 random SIGKILLs, the second copy
+    stopped for 10 s and restarted with its data: every token done once; once replication has
+    settled, both copies hold the same revision of every document and no conflict; no output
+    was ever published by an attempt that lost its claim, and no losing revision was done (a
+    finish thrown away). Claims did collide (pilots on both copies take the same token in the
+    replication's window): the losers are the wasted attempts.
+
+    stale_after is 8 s, not the 4 s of the tests above: recover runs on the first copy, where
+    the heartbeats and the finish of a pilot on the second copy arrive as late as the
+    replication carries them (over 3 s here). With 4 s, recover took a token its pilot had
+    just finished on the second copy (it asks the other copies for a recent heartbeat, but
+    passes over a finished revision), the recovery won the conflict, and the finished,
+    published attempt was thrown away and the token run again: "losing revisions that were
+    done" in 1 of 3 runs of this size at gridlrt 1c356ab."""
+    config = ChaosConfig(
+        backend="couchdb",
+        workdir=tmp_path,
+        replicas=True,
+        tokens=30,
+        pilots=4,
+        kills=10,
+        outage=10.0,
+        stale_after=8.0,
+        seed=20261219,
+    )
+    report = run_chaos(config)
+    print("\n".join(report.lines()))
+    assert report.failures == {}, "\n".join(report.lines())
+    assert report.done_once == report.tokens
+    assert report.kills >= 10 and report.outages == 1 and report.outage_seconds >= 10
+    assert report.lost_claims >= 1, "no claims collided: the run tested nothing of issue 19"
 
 
 # A pilot makes a work directory per attempt (mkdir, then the owner file naming its pid) and
