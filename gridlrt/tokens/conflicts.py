@@ -7,13 +7,16 @@ conflicting *leaves* of the document's revision tree. :func:`winner` picks one o
 same way for everybody who sees the same leaves, whatever the order they are listed in and
 however long the branches grow afterwards:
 
-    the branches are compared at the first generation where their revision ids differ;
-    the smaller id wins (and takes its whole branch with it).
+    a finished token (status done) wins over one that is not: a published result is never
+    thrown away; otherwise the branches are compared at the first generation where their
+    revision ids differ, and the smaller id wins (and takes its whole branch with it).
 
 So the winner is decided by the first write after the branches split (the claim, for two
 pilots that claimed the same todo token), never by who wrote more since: a losing pilot
 that keeps heartbeating on its branch cannot overtake the winner. CouchDB's own choice
-(longest branch first) would change as the pilots heartbeat, so it is not used.
+(longest branch first) would change as the pilots heartbeat, so it is not used. A done
+branch comes from a pilot whose claim was confirmed (it won on every copy), so preferring
+it agrees with the first rule, and keeps a finish that a recovery on another copy raced.
 
 Nothing here reads or writes a pool: :class:`~gridlrt.tokens.couchdb.CouchDBPool` reads the
 leaves (``GET doc?open_revs=all&revs=true``), deletes the losers and tells a losing pilot.
@@ -68,9 +71,16 @@ def leaves(answer: Any) -> list[Leaf]:
     return found
 
 
+def _finished(candidate: Leaf) -> bool:
+    return candidate.doc.get("status") == "done"
+
+
 def _compare(a: Leaf, b: Leaf) -> int:
-    """Negative when ``a`` wins over ``b``: at the first generation both know where their ids
-    differ, the smaller id wins; with no such generation, the smaller leaf revision wins."""
+    """Negative when ``a`` wins over ``b``: a done one wins; then, at the first generation
+    both know where their ids differ, the smaller id wins; with no such generation, the
+    smaller leaf revision wins."""
+    if _finished(a) != _finished(b):
+        return -1 if _finished(a) else 1
     for generation in sorted(a.path.keys() & b.path.keys()):
         if a.path[generation] != b.path[generation]:
             return -1 if a.path[generation] < b.path[generation] else 1

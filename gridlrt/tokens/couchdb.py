@@ -656,9 +656,11 @@ class CouchDBPool(TokenPool):
         return sum(1 for token_id in ids if self.resolve(token_id))
 
     def _silent_everywhere(self, token_id: str, cutoff: float) -> bool:
-        """On a replicated pool a pilot heartbeats on its own copy: before a token is taken
-        from it, every copy is asked (all revisions, conflicting ones too) for a heartbeat
-        since ``cutoff``. A copy that does not answer keeps the token where it is."""
+        """On a replicated pool a pilot writes on its own copy: before a token is taken from
+        it, every copy is asked (all revisions, conflicting ones too) whether the pilot gave
+        a sign of life since ``cutoff``, or moved the token on (finished, failed, released:
+        a finish not yet replicated here must not be thrown away by a recovery that wins
+        over it). A copy that does not answer keeps the token where it is."""
         if not self.replicas:
             return True
         for node in self.replicas:
@@ -668,8 +670,11 @@ class CouchDBPool(TokenPool):
                 log.warning("token %s not recovered: %s", token_id, exc)
                 return False
             for leaf in found:
-                if leaf.deleted or leaf.doc.get("status") not in {s.value for s in ACTIVE}:
+                if leaf.deleted:
                     continue
+                if leaf.doc.get("status") not in {s.value for s in ACTIVE}:
+                    log.info("token %s not recovered: moved on at %s", token_id, node.url)
+                    return False
                 beat = max(_number(leaf.doc.get("heartbeat")), _number(leaf.doc.get("lock")))
                 if beat >= cutoff:
                     log.info("token %s not recovered: alive on %s", token_id, node.url)

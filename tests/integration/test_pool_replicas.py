@@ -525,3 +525,22 @@ def test_recover_leaves_a_token_whose_pilot_heartbeats_on_another_copy(
     assert down.recover(**when) == []
     assert CouchDBPool(b).recover(**when) == ["sb_005"]  # a pool that knows no other copy
     assert doc(b, "sb_005")["status"] == "todo"
+
+
+def test_recover_leaves_a_token_finished_on_another_copy(
+    replicated_couchdb: ReplicatedCouchDB,
+) -> None:
+    """The pilot finished on its copy, and the finish has not reached the copy recover runs
+    on: recovering there would make a todo revision that may win over the finish and throw
+    a published result away. The token is left alone."""
+    a, b = replicated_couchdb.new_pair(continuous=False)
+    pool_a = CouchDBPool(a, replicas=[b])
+    pool_a.init()
+    pool_a.create([new_token("sb_006", inputs="L1_SB006")])
+    assert pool_a.claim(PilotInfo(pilot="p", host="wn", heartbeat_interval=0.3)) is not None
+    replicated_couchdb.replicate(a, b)
+    CouchDBPool(a)._update("sb_006", lambda t: transitions.finish(t, "p", time.time()))
+    when = {"stale_after": 0.5, "now": time.time() + 5, "force": True}
+    assert CouchDBPool(b, replicas=[a]).recover(**when) == []
+    assert doc(b, "sb_006")["status"] == "locked"
+    assert CouchDBPool(b).recover(**when) == ["sb_006"]  # a pool that knows no other copy

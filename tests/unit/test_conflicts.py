@@ -7,11 +7,12 @@ import itertools
 from gridlrt.tokens.conflicts import Leaf, leaf, leaves, losers, winner
 
 
-def branch(ids: list[str], *, deleted: bool = False) -> Leaf:
+def branch(ids: list[str], *, deleted: bool = False, status: str = "locked") -> Leaf:
     """A leaf whose history is ``ids`` from generation 1 on."""
     return leaf(
         {
             "_id": "t",
+            "status": status,
             "_rev": f"{len(ids)}-{ids[-1]}",
             "_revisions": {"start": len(ids), "ids": ids[::-1]},
             **({"_deleted": True} if deleted else {}),
@@ -72,3 +73,14 @@ def test_leaves_reads_an_open_revs_answer_and_skips_what_is_not_a_document() -> 
     assert found[0].path == {2: "b", 1: "a"} and "_revisions" not in found[0].doc
     assert found[1].deleted and found[1].path == {2: "c"}
     assert leaves({"error": "not_found"}) == []
+
+
+def test_a_finished_branch_wins_over_one_that_is_not() -> None:
+    """A recovery (todo) on one copy raced a finish on another: the result is kept, whatever
+    the revision ids."""
+    recovered = branch(["r", "a", "todo"], status="todo")
+    finished = branch(["r", "z", "done"], status="done")
+    for order in ([recovered, finished], [finished, recovered]):
+        assert winner(order) is finished
+    other = branch(["r", "y", "done2"], status="done")
+    assert winner([finished, other, recovered]) is other  # two done: the first rule again
