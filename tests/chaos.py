@@ -745,14 +745,16 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
         stop_watching.set()
         if outputs_watch.is_alive():
             outputs_watch.join(30)
-        if config.replicas:  # first: the judge's reading settles nothing
-            _judge_copies(report, target, results, seen)
-            _count_discarded(report, logs)
-        observer = target.observer()
-        _judge(report, observer, results, scratch, killed, target.replicas_of(target.url))
-        if observer is not pool:
-            observer.close()
-        target.close()
+        try:
+            if config.replicas:  # first: the judge's reading settles nothing
+                _judge_copies(report, target, results, seen)
+                _count_discarded(report, logs)
+            observer = target.observer()
+            _judge(report, observer, results, scratch, killed, target.replicas_of(target.url))
+            if observer is not pool:
+                observer.close()
+        finally:
+            target.close()  # the servers stop even when judging fails
     return report
 
 
