@@ -46,6 +46,7 @@ from gridlrt.config import redact_url, strip_credentials
 from gridlrt.errors import (
     CredentialsError,
     LostClaim,
+    MalformedToken,
     PoolError,
     PoolNotInitialised,
     PoolUnavailable,
@@ -344,13 +345,35 @@ class CouchDBPool(TokenPool):
                 new.rev = rev
                 return self._remember(new)
         for attempt in range(50):
-            new = change(self.get(token_id))
+            new = change(self._current(token_id))
             rev = self._put(new)
             if rev is not None:
                 new.rev = rev
                 return self._remember(new)
             time.sleep(min(1.0, 0.01 * 2**attempt) * random.random())
         raise PoolError(f"token {token_id} keeps changing under us in {self.url}; try again")
+
+    def _current(self, token_id: str) -> Token:
+        """The token as it stands. On a clustered pool: the winner of its conflicting
+        revisions by gridlrt's rule, the losers deleted first. (A plain read shows CouchDB's
+        choice, the longest branch: a losing pilot's that kept heartbeating would make the
+        winning pilot believe its token was taken.)"""
+        if not self.clustered:
+            return self.get(token_id)
+        for _ in range(10):
+            found = self._leaves(token_id)
+            best = winner(found)
+            if best is None:
+                raise TokenNotFound(f"no token {token_id!r} in {self.url}")
+            if self._delete_losers(token_id, found):
+                token = parse_token(best.doc, self.malformed, token_id)
+                if token is None:
+                    raise MalformedToken(
+                        f"document {token_id} is not a valid token: "
+                        f"{self.malformed.reasons[token_id]}"
+                    )
+                return token
+        return self.get(token_id)
 
     def _remember(self, token: Token) -> Token:
         self._known[token.id] = token
@@ -619,6 +642,9 @@ class CouchDBPool(TokenPool):
         ok = sum(1 for row in answer if isinstance(row, dict) and "error" not in row)
         self.resolved += ok
         kept = winner(found)
+        known = self._known.get(token_id)
+        if known is not None and known.rev and not (kept and kept.holds(known.rev)):
+            self._known.pop(token_id, None)  # what this pool wrote last lost
         log.warning(
             "token %s had %d conflicting revision(s) (two replicas accepted one write): "
             "kept %s, deleted %s",
@@ -627,7 +653,6 @@ class CouchDBPool(TokenPool):
             kept.rev if kept else "none",
             ", ".join(leaf.rev for leaf in gone),
         )
-        self._known.pop(token_id, None)
         return ok == len(gone)
 
     def resolve(self, token_id: str) -> bool:

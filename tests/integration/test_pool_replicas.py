@@ -23,6 +23,7 @@ import requests
 from gridlrt.errors import LostClaim, PoolNotInitialised, PoolUnavailable
 from gridlrt.storage import Storage
 from gridlrt.tokens import PilotInfo, TokenStatus, new_token, transitions
+from gridlrt.tokens.conflicts import winner
 from gridlrt.tokens.couchdb import CouchDBPool
 from gridlrt.tokens.model import Depends, ParentGroup
 from gridlrt.worker.pilot import Pilot, PilotOptions
@@ -544,3 +545,27 @@ def test_recover_leaves_a_token_finished_on_another_copy(
     assert CouchDBPool(b, replicas=[a]).recover(**when) == []
     assert doc(b, "sb_006")["status"] == "locked"
     assert CouchDBPool(b).recover(**when) == ["sb_006"]  # a pool that knows no other copy
+
+
+def test_the_winning_pilot_is_not_fooled_by_a_longer_losing_branch(
+    replicated_couchdb: ReplicatedCouchDB,
+) -> None:
+    """The loser heartbeated more, so CouchDB shows its branch; a pilot that reads its token
+    afresh (its last write unknown, or answered 409) must see its own, the rule's winner."""
+    a, b, pool_a, pool_b = two_claims(replicated_couchdb, replicas=False)
+    replicated_couchdb.replicate(a, b)
+    leaves_a = CouchDBPool(b, replicas=[a])._leaves("sb_001")  # both claims are on b
+    won = winner(leaves_a).doc["attempts"][-1]["pilot"]  # type: ignore[union-attr]
+    lost = "pilot-b" if won == "pilot-a" else "pilot-a"
+    loser_pool = {"pilot-a": pool_a, "pilot-b": pool_b}[lost]
+    for _ in range(3):
+        loser_pool.heartbeat("sb_001", lost)  # on a pool that knows no other copy
+    replicated_couchdb.replicate(b, a)
+    replicated_couchdb.replicate(a, b)
+    shown = doc(a, "sb_001")
+    assert shown["attempts"][-1]["pilot"] == lost  # CouchDB's choice: the longest branch
+    url = {"pilot-a": (a, b), "pilot-b": (b, a)}[won]
+    fresh = CouchDBPool(url[0], replicas=[url[1]])  # knows nothing it wrote: reads afresh
+    beat = fresh.heartbeat("sb_001", won)
+    assert beat.attempts[-1].pilot == won
+    assert conflicted(url[0]) == {}
