@@ -4,7 +4,7 @@ outage, then count what was done once, twice, or lost, and what was left behind.
     .venv/bin/python bench/chaos.py [--backend sqlite|couchdb|both] [--tokens 200]
         [--pilots 6] [--kills 60] [--outage 30] [--seed 1]
         [--pipeline [--group 4] [--aimed-kills 20]] [--replicas [--lag 0.3]]
-        [--stale-after 4 (8 with --replicas)]
+        [--stale-after 4]
 
 With --pipeline the tokens are a pipeline: --tokens scatter tokens, a gather token over each
 --group of them and one final token; --aimed-kills more pilots are SIGKILLed the moment their
@@ -15,9 +15,9 @@ With --replicas (CouchDB only) the pool is two pouchdb-servers replicating both 
 replication request to the first held --lag seconds), pilots alternate between them, the
 outage stops the second, and the report adds copies that differ, conflicts left, outputs of a
 losing attempt, losing revisions that were done, and the wasted attempts (claims that lost).
-Its --stale-after defaults to 8 s: recover runs on the first copy, which sees the heartbeats of
-the second copy's pilots only as fast as the replication brings them (see bench/RESULTS.md,
-"Chaos on a replicated pool").
+recover runs on the first copy, which sees the heartbeats of the second copy's pilots only as
+fast as the replication brings them; it asks the second copy before it takes a token (see
+bench/RESULTS.md, "Chaos on a replicated pool").
 
 Prints the machine, the figures per backend, and exits 1 if any count that must be zero is
 not (see tests/chaos.py for the harness, shared with tests/integration/test_chaos.py).
@@ -78,7 +78,7 @@ def main() -> int:
         "--stale-after",
         type=float,
         default=None,
-        help="the harness's recover --stale-after (default 4 s; 8 s with --replicas)",
+        help="the harness's recover --stale-after (default 4 s)",
     )
     args = parser.parse_args()
     if args.replicas and args.backend == "sqlite":
@@ -87,7 +87,7 @@ def main() -> int:
     backends = ["sqlite", "couchdb"] if args.backend == "both" else [args.backend]
     if args.replicas:
         backends = ["couchdb"]
-    stale_after = args.stale_after or (8.0 if args.replicas else 4.0)
+    stale_after = args.stale_after or 4.0
     bad = False
     for backend in backends:
         with tempfile.TemporaryDirectory(prefix=f"gridlrt-chaos-{backend}-") as tmp:

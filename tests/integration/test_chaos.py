@@ -68,13 +68,11 @@ def test_a_replicated_pool_under_kills_and_an_outage_of_one_copy_publishes_every
     finish thrown away). Claims did collide (pilots on both copies take the same token in the
     replication's window): the losers are the wasted attempts.
 
-    stale_after is 8 s, not the 4 s of the tests above: recover runs on the first copy, where
-    the heartbeats and the finish of a pilot on the second copy arrive as late as the
-    replication carries them (over 3 s here). With 4 s, recover took a token its pilot had
-    just finished on the second copy (it asks the other copies for a recent heartbeat, but
-    passes over a finished revision), the recovery won the conflict, and the finished,
-    published attempt was thrown away and the token run again: "losing revisions that were
-    done" in 1 of 3 runs of this size at gridlrt 1c356ab."""
+    recover runs on the first copy, where the heartbeats and the finish of a pilot on the
+    second copy arrive as late as the replication carries them (over 3 s here): it asks the
+    other copy before it takes a token. (Before gridlrt ad6fd4a it passed over a revision
+    finished there; the recovery won the conflict and the published attempt was thrown
+    away, in 1 of 3 runs of this size.)"""
     config = ChaosConfig(
         backend="couchdb",
         workdir=tmp_path,
@@ -83,7 +81,7 @@ def test_a_replicated_pool_under_kills_and_an_outage_of_one_copy_publishes_every
         pilots=4,
         kills=10,
         outage=10.0,
-        stale_after=8.0,
+        stale_after=4.0,
         seed=20261219,
     )
     report = run_chaos(config)
