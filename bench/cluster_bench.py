@@ -48,12 +48,9 @@ import json
 import logging
 import math
 import os
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -70,16 +67,13 @@ sys.path.insert(0, str(REPO / "bench"))
 from pool_bench import (  # noqa: E402
     BenchError,
     Server,
-    _terminate,
+    bench_main,
     cpu_seconds,
-    load_average,
-    machine,
     make_tokens,
     pouchdb_server,
     say,
     spawn,
     stop,
-    stop_all,
     tail,
 )
 
@@ -696,18 +690,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         return claimer(args)
 
-    signal.signal(signal.SIGTERM, _terminate)
-    say("# claims on a replicated pool (bench/cluster_bench.py, issue 19)")
-    say("command: " + " ".join([Path(sys.executable).name, *sys.argv]))
-    for key, value in machine().items():
-        say(f"{key}: {value}")
-    say(
-        f"sizes: {args.tokens:,} tokens per run, {args.claimers} claimers, repeat "
-        f"{args.repeat}, work {args.work:g} s, modes {args.modes}"
-    )
-    workdir = Path(tempfile.mkdtemp(prefix="gridlrt-cluster-bench-"))
-    runs: list[Run] = []
-    try:
+    def body(workdir: Path) -> None:
+        runs: list[Run] = []
         say(code(args, workdir))
         with pouchdb_server(workdir / "probe") as probe:  # the version, and a first start
             say(f"pouchdb-server {probe.version}, two per run, fresh (data in {workdir})")
@@ -716,20 +700,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             for mode in args.modes:
                 runs.append(one_run(mode, rep, args, workdir))
         report(runs, args)
-        say(f"\nload average at the end: {load_average()}")
-    except BenchError as exc:
-        say(f"\nbench failed: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        say("\ninterrupted")
-        return 130
-    finally:
-        stop_all()
-        if args.keep:
-            say(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+
+    return bench_main(
+        "# claims on a replicated pool (bench/cluster_bench.py, issue 19)",
+        f"sizes: {args.tokens:,} tokens per run, {args.claimers} claimers, repeat "
+        f"{args.repeat}, work {args.work:g} s, modes {args.modes}",
+        "gridlrt-cluster-bench-",
+        args.keep,
+        body,
+    )
 
 
 if __name__ == "__main__":

@@ -839,24 +839,45 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def bench_main(
+    title: str, sizes: str, prefix: str, keep: bool, body: Callable[[Path], None]
+) -> int:
+    """The frame of a bench: its title, command line, machine and sizes printed; ``body`` run
+    in a fresh temporary directory (removed after, unless ``keep``); a :class:`BenchError`
+    or Ctrl-C ends it in one line; every process it started is stopped however it ends."""
+    signal.signal(signal.SIGTERM, _terminate)
+    say(title)
+    say("command: " + " ".join([Path(sys.executable).name, *sys.argv]))
+    for key, value in machine().items():
+        say(f"{key}: {value}")
+    say(sizes)
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        body(workdir)
+        say(f"\nload average at the end: {load_average()}")
+    except BenchError as exc:
+        say(f"\nbench failed: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        say("\ninterrupted")
+        return 130
+    finally:
+        stop_all()
+        if keep:
+            say(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return gridlrt_worker(args.worker, args.worker_name, args.worker_out)
 
-    signal.signal(signal.SIGTERM, _terminate)
-    say("# gridlrt token pool bench (bench/pool_bench.py)")
-    say("command: " + " ".join([Path(sys.executable).name, *sys.argv]))
-    for key, value in machine().items():
-        say(f"{key}: {value}")
-    say(
-        f"sizes: {args.tokens:,} tokens bulk-created, {args.claims:,} tokens per claim run, "
-        f"claimers {args.claimers}, repeat {args.repeat}, backends {args.backends}"
-    )
-    workdir = Path(tempfile.mkdtemp(prefix="gridlrt-pool-bench-"))
-    figures: list[BackendFigures] = []
-    runs: list[ClaimRun] = []
-    try:
+    def body(workdir: Path) -> None:
+        figures: list[BackendFigures] = []
+        runs: list[ClaimRun] = []
         server_cm: contextlib.AbstractContextManager[Server | None] = (
             pouchdb_server(workdir / "couchdb")
             if "couchdb" in args.backends
@@ -880,20 +901,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         if backend == "couchdb" and python is not None and server is not None:
                             runs.append(picas_claim_run(python, n, rep, args, workdir, server))
         report(figures, runs, args)
-        say(f"\nload average at the end: {load_average()}")
-    except BenchError as exc:
-        say(f"\nbench failed: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        say("\ninterrupted")
-        return 130
-    finally:
-        stop_all()
-        if args.keep:
-            say(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+
+    return bench_main(
+        "# gridlrt token pool bench (bench/pool_bench.py)",
+        f"sizes: {args.tokens:,} tokens bulk-created, {args.claims:,} tokens per claim run, "
+        f"claimers {args.claimers}, repeat {args.repeat}, backends {args.backends}",
+        "gridlrt-pool-bench-",
+        args.keep,
+        body,
+    )
 
 
 if __name__ == "__main__":
