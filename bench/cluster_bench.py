@@ -71,10 +71,8 @@ from pool_bench import (  # noqa: E402
     cpu_seconds,
     make_tokens,
     pouchdb_server,
+    race,
     say,
-    spawn,
-    stop,
-    tail,
 )
 
 MODES = ("unchecked", "checked")
@@ -365,44 +363,22 @@ def run_claimers(
 ) -> tuple[float, float, list[dict[str, Any]]]:
     """Start the claimers (half on A, half on B), release them together, wait for all.
     The release time, the end of the last claimer's last cycle, and their results."""
-    procs: list[tuple[subprocess.Popen[str], Path, Path]] = []
-    try:
-        for i in range(args.claimers):
-            on_a = i < (args.claimers + 1) // 2
-            own, other = (a_db, b_db) if on_a else (b_db, a_db)
-            name = f"{label}-{'A' if on_a else 'B'}{i}"
-            out, log = workdir / f"{name}.json", workdir / f"{name}.log"
-            argv = [
-                sys.executable, str(Path(__file__).resolve()),
-                "--worker", mode, "--worker-own", own, "--worker-other", other,
-                "--worker-name", name, "--worker-out", str(out),
-                "--work", str(args.work), "--idle", str(args.idle),
-                *(["--source", args.source] if args.source else []),
-            ]  # fmt: skip
-            with log.open("wb") as err:
-                proc = spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                             text=True)  # fmt: skip
-            procs.append((proc, out, log))
-        for proc, _, log in procs:
-            assert proc.stdout is not None
-            line = proc.stdout.readline().strip()
-            if line != "ready":
-                raise BenchError(f"a claimer did not start ({line!r}):\n{tail(log)}")
-        released = time.time()
-        for proc, _, _ in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.close()
-        results = []
-        for proc, out, log in procs:
-            code = proc.wait()
-            if code != 0 or not out.exists():
-                raise BenchError(f"a claimer failed (exit {code}):\n{tail(log)}")
-            results.append(json.loads(out.read_text()))
-        return released, max(r["last_cycle"] for r in results), results
-    finally:
-        for proc, _, _ in procs:
-            stop(proc)
+    claimers = []
+    for i in range(args.claimers):
+        on_a = i < (args.claimers + 1) // 2
+        own, other = (a_db, b_db) if on_a else (b_db, a_db)
+        name = f"{label}-{'A' if on_a else 'B'}{i}"
+        out, log = workdir / f"{name}.json", workdir / f"{name}.log"
+        argv = [
+            sys.executable, str(Path(__file__).resolve()),
+            "--worker", mode, "--worker-own", own, "--worker-other", other,
+            "--worker-name", name, "--worker-out", str(out),
+            "--work", str(args.work), "--idle", str(args.idle),
+            *(["--source", args.source] if args.source else []),
+        ]  # fmt: skip
+        claimers.append((argv, out, log))
+    released, results = race(claimers, label)
+    return released, max(r["last_cycle"] for r in results), results
 
 
 def one_run(mode: str, rep: int, args: argparse.Namespace, workdir: Path) -> Run:

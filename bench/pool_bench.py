@@ -289,31 +289,27 @@ class WorkerResult:
     sent: dict[str, int] = field(default_factory=dict)
 
 
-def run_claimers(
-    argv_for: Callable[[int, Path], list[str]],
-    n: int,
-    workdir: Path,
+def race(
+    argvs: Sequence[tuple[list[str], Path, Path]],
     label: str,
-    server_pid: int | None = None,
-) -> tuple[float, float, list[WorkerResult]]:
-    """Start ``n`` claimer processes, wait until all are connected, release them at once and
-    wait for all. Returns the wall time from release to the last claimer's end, the server's
-    CPU seconds meanwhile (NaN without a server) and the claimers' results."""
+    on_release: Callable[[], None] = lambda: None,
+) -> tuple[float, list[dict[str, Any]]]:
+    """Start a claimer process per ``(argv, out, log)``, wait until each says it is ready,
+    call ``on_release``, release them at once and wait for all. Returns the release time and
+    each claimer's results (the JSON it wrote to ``out``)."""
     procs: list[tuple[subprocess.Popen[str], Path, Path]] = []
     try:
-        for i in range(n):
-            out = workdir / f"{label}-{n}-{i}.json"
-            log = workdir / f"{label}-{n}-{i}.log"
+        for argv, out, log in argvs:
             with log.open("wb") as err:
-                proc = spawn(argv_for(i, out), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=err, text=True)  # fmt: skip
+                proc = spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                             text=True)  # fmt: skip
             procs.append((proc, out, log))
         for proc, _, log in procs:
             assert proc.stdout is not None
             line = proc.stdout.readline().strip()
             if line != "ready":
                 raise BenchError(f"{label} claimer did not start ({line!r}):\n{tail(log)}")
-        server_before = cpu_seconds(server_pid) if server_pid else float("nan")
+        on_release()
         released = time.time()
         for proc, _, _ in procs:
             assert proc.stdin is not None
@@ -324,13 +320,36 @@ def run_claimers(
             code = proc.wait()
             if code != 0 or not out.exists():
                 raise BenchError(f"{label} claimer failed (exit {code}):\n{tail(log)}")
-            data = json.loads(out.read_text())
-            results.append(WorkerResult(**data))
-        server_cpu = cpu_seconds(server_pid) - server_before if server_pid else float("nan")
-        return max(r.ended for r in results) - released, server_cpu, results
+            results.append(json.loads(out.read_text()))
+        return released, results
     finally:
         for proc, _, _ in procs:
             stop(proc)
+
+
+def run_claimers(
+    argv_for: Callable[[int, Path], list[str]],
+    n: int,
+    workdir: Path,
+    label: str,
+    server_pid: int | None = None,
+) -> tuple[float, float, list[WorkerResult]]:
+    """Start ``n`` claimer processes, wait until all are connected, release them at once and
+    wait for all. Returns the wall time from release to the last claimer's end, the server's
+    CPU seconds meanwhile (NaN without a server) and the claimers' results."""
+    files = [
+        (workdir / f"{label}-{n}-{i}.json", workdir / f"{label}-{n}-{i}.log") for i in range(n)
+    ]
+    before: list[float] = []
+
+    def take_cpu() -> None:
+        before.append(cpu_seconds(server_pid) if server_pid else float("nan"))
+
+    released, found = race([(argv_for(i, o), o, g) for i, (o, g) in enumerate(files)], label,
+                           take_cpu)  # fmt: skip
+    results = [WorkerResult(**data) for data in found]
+    server_cpu = cpu_seconds(server_pid) - before[0] if server_pid else float("nan")
+    return max(r.ended for r in results) - released, server_cpu, results
 
 
 def summarize(
