@@ -46,7 +46,6 @@ from gridlrt.config import redact_url, strip_credentials
 from gridlrt.errors import (
     CredentialsError,
     LostClaim,
-    MalformedToken,
     PoolError,
     PoolNotInitialised,
     PoolUnavailable,
@@ -360,20 +359,10 @@ class CouchDBPool(TokenPool):
         winning pilot believe its token was taken.)"""
         if not self.clustered:
             return self.get(token_id)
-        for _ in range(10):
-            found = self._leaves(token_id)
-            best = winner(found)
-            if best is None:
-                raise TokenNotFound(f"no token {token_id!r} in {self.url}")
-            if self._delete_losers(token_id, found):
-                token = parse_token(best.doc, self.malformed, token_id)
-                if token is None:
-                    raise MalformedToken(
-                        f"document {token_id} is not a valid token: "
-                        f"{self.malformed.reasons[token_id]}"
-                    )
-                return token
-        return self.get(token_id)
+        best, _ = self._settled(token_id)
+        if best is None:
+            raise TokenNotFound(f"no token {token_id!r} in {self.url}")
+        return self._valid(best.doc, token_id)
 
     def _remember(self, token: Token) -> Token:
         self._known[token.id] = token
@@ -656,11 +645,16 @@ class CouchDBPool(TokenPool):
         return ok == len(gone)
 
     def resolve(self, token_id: str) -> bool:
+        return self._settled(token_id)[1] > 0
+
+    def _settled(self, token_id: str) -> tuple[Leaf | None, int]:
+        """The token's winning leaf once the losers are deleted (None: there is no live
+        one), and how many losers there were."""
         for _ in range(10):
             found = self._leaves(token_id)
             if self._delete_losers(token_id, found):
-                return len(losers(found)) > 0
-        return True
+                break
+        return winner(found), len(losers(found))
 
     def conflicts(self) -> list[tuple[str, list[Leaf]]]:
         found = []

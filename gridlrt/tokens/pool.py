@@ -350,7 +350,11 @@ class TokenPool(ABC):
         into.duplicates.extend(part.duplicates)
 
     def get(self, token_id: str) -> Token:
-        token = parse_token(self._get_doc(token_id), self.malformed)
+        return self._valid(self._get_doc(token_id), token_id)
+
+    def _valid(self, doc: Any, token_id: str) -> Token:
+        """The token of a document; :class:`MalformedToken` (reported) when it is not one."""
+        token = parse_token(doc, self.malformed, token_id)
         if token is None:
             raise MalformedToken(
                 f"document {token_id} is not a valid token: {self.malformed.reasons[token_id]}"
