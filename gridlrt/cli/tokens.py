@@ -107,10 +107,10 @@ def pool_resolve(
 ) -> None:
     """Settle tokens with conflicting revisions: two copies of a replicated pool (or of a
     CouchDB cluster) each accepted a write of the same revision. One revision wins by a rule
-    every pool user applies alike (the first write after the split with the smaller revision
-    id); the others are deleted. Pilots do this by themselves as they go; this command is
-    for a look, or for conflicts left by tools that do not. Nothing to do on the embedded
-    pool.
+    every pool user applies alike (a finished one; else the first write after the split with
+    the smaller revision id); the others are deleted. Pilots do this by themselves as they
+    go; this command is for a look, or for conflicts left by tools that do not. Nothing to do
+    on the embedded pool.
 
     Example: gridlrt pool resolve --dry-run"""
     with _open(ctx, pool) as opened:

@@ -227,7 +227,7 @@ class TokenPool(ABC):
         return []
 
     def _check(self, token: Token) -> None:  # noqa: B027 - optional hook
-        """After a pilot's own write (claim, heartbeat, status): raise :class:`LostClaim` if a
+        """After a pilot's own claim or heartbeat: raise :class:`LostClaim` if a
         conflicting revision already seen here wins over the pilot's."""
 
     def resolve_conflicts(self) -> int:
@@ -505,11 +505,9 @@ class TokenPool(ABC):
         progress: dict[str, Any] | None = None,
     ) -> Token:
         now = time.time()
-        token = self._update(
+        return self._update(
             token_id, lambda t: transitions.set_status(t, pilot, status, now, progress)
         )
-        self._check(token)
-        return token
 
     def finish(
         self,
