@@ -505,18 +505,25 @@ def test_a_promotion_reads_the_winning_revision_of_a_parent_not_the_longest(
     assert doc(a, "p")["status"] == "done" and conflicted(a) == {}
 
 
+def claimed_on_a(replicated: ReplicatedCouchDB, token_id: str) -> tuple[str, str, CouchDBPool]:
+    """One token claimed by pilot "p" on the first of two copies, the claim replicated to the
+    second (which replicates only when told)."""
+    a, b = replicated.new_pair(continuous=False)
+    pool_a = CouchDBPool(a, replicas=[b])
+    pool_a.init()
+    pool_a.create([new_token(token_id, inputs=f"L1_{token_id}")])
+    assert pool_a.claim(PilotInfo(pilot="p", host="wn", heartbeat_interval=0.3)) is not None
+    replicated.replicate(a, b)
+    return a, b, pool_a
+
+
 def test_recover_leaves_a_token_whose_pilot_heartbeats_on_another_copy(
     replicated_couchdb: ReplicatedCouchDB,
 ) -> None:
     """The copy `tokens recover` runs on has not heard from the pilot lately (replication
     lags, or is down); the pilot's own copy has: the token stays with its pilot. A copy that
     does not answer keeps it too. Without the other copies named, it would be taken."""
-    a, b = replicated_couchdb.new_pair(continuous=False)
-    pool_a = CouchDBPool(a, replicas=[b])
-    pool_a.init()
-    pool_a.create([new_token("sb_005", inputs="L1_SB005")])
-    assert pool_a.claim(PilotInfo(pilot="p", host="wn", heartbeat_interval=0.3)) is not None
-    replicated_couchdb.replicate(a, b)
+    a, b, pool_a = claimed_on_a(replicated_couchdb, "sb_005")
     time.sleep(1.0)
     beat = pool_a.heartbeat("sb_005", "p").heartbeat  # on the pilot's copy only
     when = {"stale_after": 0.7, "now": beat + 0.2, "force": True}
@@ -534,12 +541,7 @@ def test_recover_leaves_a_token_finished_on_another_copy(
     """The pilot finished on its copy, and the finish has not reached the copy recover runs
     on: recovering there would make a todo revision that may win over the finish and throw
     a published result away. The token is left alone."""
-    a, b = replicated_couchdb.new_pair(continuous=False)
-    pool_a = CouchDBPool(a, replicas=[b])
-    pool_a.init()
-    pool_a.create([new_token("sb_006", inputs="L1_SB006")])
-    assert pool_a.claim(PilotInfo(pilot="p", host="wn", heartbeat_interval=0.3)) is not None
-    replicated_couchdb.replicate(a, b)
+    a, b, _ = claimed_on_a(replicated_couchdb, "sb_006")
     CouchDBPool(a)._update("sb_006", lambda t: transitions.finish(t, "p", time.time()))
     when = {"stale_after": 0.5, "now": time.time() + 5, "force": True}
     assert CouchDBPool(b, replicas=[a]).recover(**when) == []
